@@ -1,0 +1,26 @@
+# imagekit_ext: PGXS build.  See README.md.
+
+MODULE_big = imagekit_ext
+OBJS = \
+	imagekit_ext.o \
+	src/ik_assets.o \
+	src/ik_hash.o \
+	src/ik_http.o \
+	src/ik_protocol.o
+PGFILEDESC = "imagekit_ext - upload images to the ImageKit CDN"
+
+EXTENSION = imagekit_ext
+DATA = sql/imagekit_ext--1.0.sql
+
+PG_CPPFLAGS = -I$(srcdir)/src $(shell pkg-config --cflags libcurl json-c)
+SHLIB_LINK = $(shell pkg-config --libs libcurl json-c)
+
+# pg_regress needs a server configured by test/run-tests (the stand-in's
+# endpoint and key); the TAP tests start their own.
+REGRESS = setup settings upload
+TAP_TESTS = 1
+PROVE_TESTS = test/t/*.pl
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)

@@ -1,0 +1,123 @@
+/*-------------------------------------------------------------------------
+ *
+ * ik_assets.c
+ *	  Content dedup: imagekit.assets, one row per uploaded content hash.
+ *
+ * Lookups and inserts go through SPI in the caller's transaction.  Two
+ * sessions that upload the same bytes at once both insert; ON CONFLICT DO
+ * NOTHING lets the second wait for the first and then keep the first's row,
+ * so both succeed and one row remains.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "utils/builtins.h"
+
+#include "ik_assets.h"
+
+static char *
+ik_spi_text(HeapTuple tup, TupleDesc desc, int col, MemoryContext mcxt)
+{
+	char	   *s = SPI_getvalue(tup, desc, col);
+
+	return s ? MemoryContextStrdup(mcxt, s) : NULL;
+}
+
+static int64
+ik_spi_int(HeapTuple tup, TupleDesc desc, int col)
+{
+	bool		isnull;
+	Datum		d = SPI_getbinval(tup, desc, col, &isnull);
+
+	if (isnull)
+		return -1;
+	return (SPI_gettypeid(desc, col) == INT8OID) ?
+		DatumGetInt64(d) : (int64) DatumGetInt32(d);
+}
+
+/* Fill "asset" from imagekit.assets; false if the hash is not there. */
+bool
+ik_asset_lookup(const char *content_hash, IkUploadResult *asset)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		args[1];
+	bool		found = false;
+
+	args[0] = CStringGetTextDatum(content_hash);
+	SPI_connect();
+	if (SPI_execute_with_args("SELECT url, file_id, file_path, name, size, width, height "
+							  "FROM imagekit.assets WHERE content_hash = $1",
+							  1, argtypes, args, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not look up imagekit.assets");
+	if (SPI_processed > 0)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[0];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+
+		asset->url = ik_spi_text(tup, desc, 1, caller);
+		asset->file_id = ik_spi_text(tup, desc, 2, caller);
+		asset->file_path = ik_spi_text(tup, desc, 3, caller);
+		asset->name = ik_spi_text(tup, desc, 4, caller);
+		asset->size = ik_spi_int(tup, desc, 5);
+		asset->width = (int32) ik_spi_int(tup, desc, 6);
+		asset->height = (int32) ik_spi_int(tup, desc, 7);
+		found = true;
+	}
+	SPI_finish();
+	return found;
+}
+
+static Datum
+ik_text_or_null(const char *s, char *nulls, int i)
+{
+	if (s == NULL)
+	{
+		nulls[i] = 'n';
+		return (Datum) 0;
+	}
+	return CStringGetTextDatum(s);
+}
+
+static Datum
+ik_int_or_null(int64 v, bool is64, char *nulls, int i)
+{
+	if (v < 0)
+	{
+		nulls[i] = 'n';
+		return (Datum) 0;
+	}
+	return is64 ? Int64GetDatum(v) : Int32GetDatum((int32) v);
+}
+
+/* Record a successful upload; a row already there for the hash is kept. */
+void
+ik_asset_record(const char *content_hash, const IkUploadResult *asset)
+{
+	Oid			argtypes[8] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
+	INT8OID, INT4OID, INT4OID};
+	Datum		args[8];
+	char		nulls[8];
+
+	memset(nulls, ' ', sizeof(nulls));
+	args[0] = CStringGetTextDatum(content_hash);
+	args[1] = CStringGetTextDatum(asset->url);
+	args[2] = ik_text_or_null(asset->file_id, nulls, 2);
+	args[3] = ik_text_or_null(asset->file_path, nulls, 3);
+	args[4] = ik_text_or_null(asset->name, nulls, 4);
+	args[5] = ik_int_or_null(asset->size, true, nulls, 5);
+	args[6] = ik_int_or_null(asset->width, false, nulls, 6);
+	args[7] = ik_int_or_null(asset->height, false, nulls, 7);
+
+	SPI_connect();
+	if (SPI_execute_with_args("INSERT INTO imagekit.assets "
+							  "(content_hash, url, file_id, file_path, name, size, width, height) "
+							  "VALUES ($1, $2, $3, $4, $5, $6, $7, $8) "
+							  "ON CONFLICT (content_hash) DO NOTHING",
+							  8, argtypes, args, nulls, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "could not record the upload in imagekit.assets");
+	SPI_finish();
+}

@@ -1,0 +1,462 @@
+/*-------------------------------------------------------------------------
+ *
+ * ik_http.c
+ *	  HTTP transport: libcurl requests driven by one long-lived curl multi
+ *	  handle and the backend's latch.
+ *
+ * Each process that makes requests owns one curl multi handle, created on
+ * first use and kept for the life of the process, so that connections (and
+ * TLS sessions, and DNS answers) are reused from one request to the next.
+ * libcurl tells us which sockets it wants watched through its socket
+ * callback; we keep them in an epoll set of our own, and wait on that epoll
+ * descriptor together with the process latch in WaitLatchOrSocket().  A
+ * wait therefore ends as soon as a socket is ready, curl's timer expires,
+ * the latch is set (query cancel, termination, a wakeup), or the postmaster
+ * dies; CHECK_FOR_INTERRUPTS() runs after every wait, never inside a curl
+ * callback, so an ERROR never unwinds through libcurl.
+ *
+ * Ownership: every request lives in a memory context of its own, a child of
+ * the caller's current context.  A reset callback on that context removes
+ * the easy handle from the multi handle and frees every curl object, so a
+ * request abandoned by an ERROR is cleaned up when the caller's context goes
+ * away, and ik_http_request_free() is just MemoryContextDelete().
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#include "miscadmin.h"
+#include "storage/latch.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+#include "ik_http.h"
+
+#define IK_HTTP_MAX_EVENTS 64
+
+static CURLM *ik_multi = NULL;
+static int	ik_epfd = -1;
+static TimestampTz ik_timer_deadline = 0;	/* 0: no timer */
+static dlist_head ik_done = DLIST_STATIC_INIT(ik_done);
+
+static int
+ik_http_socket_cb(CURL *easy, curl_socket_t s, int what, void *userp,
+				  void *socketp)
+{
+	struct epoll_event ev;
+
+	if (what == CURL_POLL_REMOVE)
+	{
+		/* the socket may be closed already; epoll forgets those by itself */
+		(void) epoll_ctl(ik_epfd, EPOLL_CTL_DEL, s, NULL);
+		return 0;
+	}
+
+	memset(&ev, 0, sizeof(ev));
+	if (what & CURL_POLL_IN)
+		ev.events |= EPOLLIN;
+	if (what & CURL_POLL_OUT)
+		ev.events |= EPOLLOUT;
+	ev.data.fd = s;
+
+	if (epoll_ctl(ik_epfd, EPOLL_CTL_MOD, s, &ev) != 0 &&
+		epoll_ctl(ik_epfd, EPOLL_CTL_ADD, s, &ev) != 0)
+		return -1;				/* curl fails the transfer */
+	return 0;
+}
+
+static int
+ik_http_timer_cb(CURLM *multi, long timeout_ms, void *userp)
+{
+	if (timeout_ms < 0)
+		ik_timer_deadline = 0;
+	else
+		ik_timer_deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+														timeout_ms);
+	return 0;
+}
+
+static size_t
+ik_http_write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
+{
+	IkHttpRequest *req = (IkHttpRequest *) userdata;
+	size_t		n = size * nmemb;
+	size_t		need;
+
+	if (n > req->max_body - req->body_len)
+	{
+		req->body_too_large = true;
+		return 0;				/* CURLE_WRITE_ERROR */
+	}
+
+	need = req->body_len + n + 1;
+	if (need > req->body_cap)
+	{
+		size_t		newcap = Max(req->body_cap * 2, need);
+		char	   *nb;
+
+		newcap = Min(newcap, req->max_body + 1);
+		/* no ERROR may escape into libcurl: ask for NULL on failure */
+		nb = MemoryContextAllocExtended(req->mcxt, newcap,
+										MCXT_ALLOC_HUGE | MCXT_ALLOC_NO_OOM);
+		if (nb == NULL)
+			return 0;
+		memcpy(nb, req->body, req->body_len);
+		pfree(req->body);
+		req->body = nb;
+		req->body_cap = newcap;
+	}
+
+	memcpy(req->body + req->body_len, ptr, n);
+	req->body_len += n;
+	req->body[req->body_len] = '\0';
+	return n;
+}
+
+static void
+ik_http_take_off_done_list(IkHttpRequest *req)
+{
+	if (req->done && !req->in_multi && req->done_node.next != NULL)
+	{
+		dlist_delete(&req->done_node);
+		req->done_node.next = req->done_node.prev = NULL;
+	}
+}
+
+static void
+ik_http_request_cleanup(void *arg)
+{
+	IkHttpRequest *req = (IkHttpRequest *) arg;
+
+	ik_http_take_off_done_list(req);
+	if (req->in_multi)
+		curl_multi_remove_handle(ik_multi, req->easy);
+	req->in_multi = false;
+	if (req->easy)
+		curl_easy_cleanup(req->easy);
+	req->easy = NULL;
+	/* a mime structure must outlive the easy handle that sends it */
+	if (req->mime)
+		curl_mime_free(req->mime);
+	req->mime = NULL;
+	if (req->headers)
+		curl_slist_free_all(req->headers);
+	req->headers = NULL;
+}
+
+/*
+ * Once per process: libcurl's global initialisation.  Called from _PG_init,
+ * so that it happens before any thread could exist.
+ */
+void
+ik_http_init(void)
+{
+	static bool done = false;
+
+	if (done)
+		return;
+	if (curl_global_init(CURL_GLOBAL_ALL) != CURLE_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_SYSTEM_ERROR),
+				 errmsg("could not initialize libcurl")));
+	done = true;
+}
+
+static void
+ik_http_multi_setup(void)
+{
+	if (ik_multi != NULL)
+		return;
+
+	if (ik_epfd < 0)
+	{
+		ik_epfd = epoll_create1(EPOLL_CLOEXEC);
+		if (ik_epfd < 0)
+			ereport(ERROR,
+					(errcode_for_socket_access(),
+					 errmsg("could not create epoll descriptor: %m")));
+	}
+
+	ik_multi = curl_multi_init();
+	if (ik_multi == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory"),
+				 errdetail("Could not create a curl multi handle.")));
+	curl_multi_setopt(ik_multi, CURLMOPT_SOCKETFUNCTION, ik_http_socket_cb);
+	curl_multi_setopt(ik_multi, CURLMOPT_TIMERFUNCTION, ik_http_timer_cb);
+	curl_multi_setopt(ik_multi, CURLMOPT_MAXCONNECTS, 256L);
+}
+
+/*
+ * Create a request for "url" in a new child of CurrentMemoryContext.  At most
+ * max_body bytes of the response are kept; a larger response fails the
+ * request with body_too_large set.
+ */
+IkHttpRequest *
+ik_http_request_create(const char *url, size_t max_body)
+{
+	MemoryContext mcxt;
+	MemoryContextCallback *cb;
+	IkHttpRequest *req;
+
+	mcxt = AllocSetContextCreate(CurrentMemoryContext, "imagekit http request",
+								 ALLOCSET_SMALL_SIZES);
+	req = MemoryContextAllocZero(mcxt, sizeof(IkHttpRequest));
+	req->mcxt = mcxt;
+	req->max_body = max_body;
+	req->body = MemoryContextAlloc(mcxt, 1);
+	req->body[0] = '\0';
+	req->body_cap = 1;
+
+	cb = MemoryContextAlloc(mcxt, sizeof(MemoryContextCallback));
+	cb->func = ik_http_request_cleanup;
+	cb->arg = req;
+	MemoryContextRegisterResetCallback(mcxt, cb);
+
+	req->easy = curl_easy_init();
+	if (req->easy == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory"),
+				 errdetail("Could not create a curl easy handle.")));
+
+	if (curl_easy_setopt(req->easy, CURLOPT_URL, url) != CURLE_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid URL \"%s\"", url)));
+	curl_easy_setopt(req->easy, CURLOPT_PRIVATE, req);
+	curl_easy_setopt(req->easy, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(req->easy, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(req->easy, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(req->easy, CURLOPT_FOLLOWLOCATION, 0L);
+	curl_easy_setopt(req->easy, CURLOPT_TCP_KEEPALIVE, 1L);
+	curl_easy_setopt(req->easy, CURLOPT_USERAGENT, "imagekit_ext/1.0");
+	curl_easy_setopt(req->easy, CURLOPT_ERRORBUFFER, req->errbuf);
+	curl_easy_setopt(req->easy, CURLOPT_WRITEFUNCTION, ik_http_write_cb);
+	curl_easy_setopt(req->easy, CURLOPT_WRITEDATA, req);
+	/* refuse at once a response that announces a larger body */
+	curl_easy_setopt(req->easy, CURLOPT_MAXFILESIZE_LARGE,
+					 (curl_off_t) max_body);
+
+	return req;
+}
+
+void
+ik_http_request_free(IkHttpRequest *req)
+{
+	MemoryContextDelete(req->mcxt);
+}
+
+/* The request's multipart body, created on first use. */
+curl_mime *
+ik_http_request_mime(IkHttpRequest *req)
+{
+	if (req->mime == NULL)
+	{
+		req->mime = curl_mime_init(req->easy);
+		if (req->mime == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_OUT_OF_MEMORY),
+					 errmsg("out of memory")));
+		curl_easy_setopt(req->easy, CURLOPT_MIMEPOST, req->mime);
+	}
+	return req->mime;
+}
+
+void
+ik_http_request_add_header(IkHttpRequest *req, const char *header)
+{
+	struct curl_slist *l = curl_slist_append(req->headers, header);
+
+	if (l == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory")));
+	req->headers = l;
+	curl_easy_setopt(req->easy, CURLOPT_HTTPHEADER, req->headers);
+}
+
+void
+ik_http_request_set_timeouts(IkHttpRequest *req, long total_ms, long connect_ms)
+{
+	curl_easy_setopt(req->easy, CURLOPT_TIMEOUT_MS, total_ms);
+	curl_easy_setopt(req->easy, CURLOPT_CONNECTTIMEOUT_MS, connect_ms);
+}
+
+/* HTTP Basic authentication; libcurl keeps its own copies of both strings. */
+void
+ik_http_request_set_basic_auth(IkHttpRequest *req, const char *user,
+							   const char *password)
+{
+	curl_easy_setopt(req->easy, CURLOPT_HTTPAUTH, (long) CURLAUTH_BASIC);
+	curl_easy_setopt(req->easy, CURLOPT_USERNAME, user);
+	curl_easy_setopt(req->easy, CURLOPT_PASSWORD, password);
+}
+
+void
+ik_http_start(IkHttpRequest *req)
+{
+	CURLMcode	rc;
+
+	Assert(!req->in_multi && !req->done);
+	ik_http_multi_setup();
+	rc = curl_multi_add_handle(ik_multi, req->easy);
+	if (rc != CURLM_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_SYSTEM_ERROR),
+				 errmsg("could not start HTTP request: %s",
+						curl_multi_strerror(rc))));
+	req->in_multi = true;
+}
+
+/* Move finished transfers from the multi handle to the done list. */
+static void
+ik_http_collect(void)
+{
+	CURLMsg    *msg;
+	int			left;
+
+	while ((msg = curl_multi_info_read(ik_multi, &left)) != NULL)
+	{
+		IkHttpRequest *req;
+
+		if (msg->msg != CURLMSG_DONE)
+			continue;
+		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **) &req);
+		req->result = msg->data.result;
+		if (req->result == CURLE_FILESIZE_EXCEEDED)
+			req->body_too_large = true;
+		curl_easy_getinfo(req->easy, CURLINFO_RESPONSE_CODE, &req->status);
+		curl_easy_getinfo(req->easy, CURLINFO_TOTAL_TIME, &req->elapsed);
+		curl_multi_remove_handle(ik_multi, req->easy);
+		req->in_multi = false;
+		req->done = true;
+		dlist_push_tail(&ik_done, &req->done_node);
+	}
+}
+
+/*
+ * Wait once for network activity, curl's timer, the latch, or max_wait_ms
+ * (-1: no limit of our own), and let curl act on what happened.  Returns the
+ * WaitLatchOrSocket() result, so a caller can tell whether its latch was
+ * set.  Interrupts are processed here.
+ */
+int
+ik_http_pump(long max_wait_ms, uint32 wait_event)
+{
+	long		wait_ms = max_wait_ms;
+	int			events = WL_LATCH_SET | WL_EXIT_ON_PM_DEATH;
+	int			running;
+	int			rc;
+
+	ik_http_multi_setup();
+
+	if (ik_timer_deadline != 0)
+	{
+		long		secs;
+		int			usecs;
+		long		timer_ms;
+
+		TimestampDifference(GetCurrentTimestamp(), ik_timer_deadline,
+							&secs, &usecs);
+		timer_ms = secs * 1000 + (usecs + 999) / 1000;
+		if (wait_ms < 0 || timer_ms < wait_ms)
+			wait_ms = timer_ms;
+	}
+	if (wait_ms >= 0)
+		events |= WL_TIMEOUT;
+	events |= WL_SOCKET_READABLE;
+
+	rc = WaitLatchOrSocket(MyLatch, events, ik_epfd, wait_ms, wait_event);
+
+	if (rc & WL_LATCH_SET)
+		ResetLatch(MyLatch);
+	CHECK_FOR_INTERRUPTS();
+
+	if (rc & WL_SOCKET_READABLE)
+	{
+		struct epoll_event evs[IK_HTTP_MAX_EVENTS];
+		int			n;
+
+		n = epoll_wait(ik_epfd, evs, IK_HTTP_MAX_EVENTS, 0);
+		for (int i = 0; i < n; i++)
+		{
+			int			action = 0;
+
+			if (evs[i].events & EPOLLIN)
+				action |= CURL_CSELECT_IN;
+			if (evs[i].events & EPOLLOUT)
+				action |= CURL_CSELECT_OUT;
+			if (evs[i].events & (EPOLLERR | EPOLLHUP))
+				action |= CURL_CSELECT_ERR;
+			curl_multi_socket_action(ik_multi, evs[i].data.fd, action, &running);
+		}
+	}
+
+	if (ik_timer_deadline != 0 &&
+		GetCurrentTimestamp() >= ik_timer_deadline)
+	{
+		ik_timer_deadline = 0;
+		curl_multi_socket_action(ik_multi, CURL_SOCKET_TIMEOUT, 0, &running);
+	}
+
+	ik_http_collect();
+	return rc;
+}
+
+/* A completed request, taken off the done list, or NULL. */
+IkHttpRequest *
+ik_http_next_done(void)
+{
+	IkHttpRequest *req;
+
+	if (dlist_is_empty(&ik_done))
+		return NULL;
+	req = dlist_container(IkHttpRequest, done_node, dlist_pop_head_node(&ik_done));
+	req->done_node.next = req->done_node.prev = NULL;
+	return req;
+}
+
+/* Run one request to completion, interruptibly. */
+void
+ik_http_perform(IkHttpRequest *req, uint32 wait_event)
+{
+	ik_http_start(req);
+	/* curl wants a first kick once a handle is added */
+	ik_timer_deadline = GetCurrentTimestamp();
+	while (!req->done)
+		ik_http_pump(-1, wait_event);
+	ik_http_take_off_done_list(req);
+}
+
+/*
+ * The value of response header "name" of the last response, copied into
+ * CurrentMemoryContext, or NULL.
+ */
+char *
+ik_http_header(IkHttpRequest *req, const char *name)
+{
+	struct curl_header *h;
+
+	if (req->easy == NULL ||
+		curl_easy_header(req->easy, name, 0, CURLH_HEADER, -1, &h) != CURLHE_OK)
+		return NULL;
+	return pstrdup(h->value);
+}
+
+/* What went wrong at the transport level, for messages. */
+const char *
+ik_http_error_string(IkHttpRequest *req)
+{
+	if (req->result == CURLE_OK)
+		return "no error";
+	if (req->body_too_large)
+		return "response too large";
+	if (req->errbuf[0] != '\0')
+		return req->errbuf;
+	return curl_easy_strerror(req->result);
+}

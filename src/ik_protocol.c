@@ -1,0 +1,558 @@
+/*-------------------------------------------------------------------------
+ *
+ * ik_protocol.c
+ *	  The ImageKit upload protocol: request building, response parsing,
+ *	  error classification and retry policy.
+ *
+ * The upload API takes a multipart/form-data POST with HTTP Basic
+ * authentication (user: the private key, empty password) and answers JSON.
+ * See ../shared/imagekit-api/ for the contract.  This file knows nothing of
+ * SPI or tables; it turns options and bytes into a request for the
+ * transport, and a finished request into a result or a classified error.
+ *
+ * Retry policy, as ImageKit's official SDKs do it and a bit more: connection
+ * failures, timeouts, 408, 409, 429 and 5xx are retried with exponential
+ * backoff (base * 2^n, capped, minus up to 25% jitter); Retry-After (seconds
+ * or an HTTP date) and X-RateLimit-Reset (milliseconds) lengthen the wait;
+ * the cap bounds everything.  Other 4xx are never retried.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <json-c/json.h>
+#include <limits.h>
+#include <math.h>
+#include <time.h>
+
+#include "common/pg_prng.h"
+#include "lib/stringinfo.h"
+#include "mb/pg_wchar.h"
+#include "miscadmin.h"
+#include "storage/latch.h"
+#include "utils/timestamp.h"
+#include "utils/wait_event.h"
+
+#include "ik_protocol.h"
+
+#define IK_JSON_MAX_DEPTH	16
+#define IK_MAX_MESSAGE_LEN	500
+
+typedef struct IkReadState
+{
+	const char *data;
+	size_t		len;
+	size_t		pos;
+} IkReadState;
+
+static size_t
+ik_read_cb(char *buf, size_t size, size_t nitems, void *arg)
+{
+	IkReadState *st = (IkReadState *) arg;
+	size_t		n = Min(size * nitems, st->len - st->pos);
+
+	memcpy(buf, st->data + st->pos, n);
+	st->pos += n;
+	return n;
+}
+
+static int
+ik_seek_cb(void *arg, curl_off_t offset, int origin)
+{
+	IkReadState *st = (IkReadState *) arg;
+
+	if (origin != SEEK_SET || offset < 0 || (size_t) offset > st->len)
+		return CURL_SEEKFUNC_FAIL;
+	st->pos = (size_t) offset;
+	return CURL_SEEKFUNC_OK;
+}
+
+static void
+ik_add_field(curl_mime *mime, const char *name, const char *value)
+{
+	curl_mimepart *part = curl_mime_addpart(mime);
+
+	if (part == NULL ||
+		curl_mime_name(part, name) != CURLE_OK ||
+		curl_mime_data(part, value, CURL_ZERO_TERMINATED) != CURLE_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory")));
+}
+
+/* {"pre": "<transformation>"}, JSON-encoded by json-c */
+static char *
+ik_transformation_json(const char *pre)
+{
+	json_object *obj = json_object_new_object();
+	char	   *result;
+
+	if (obj == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory")));
+	PG_TRY();
+	{
+		json_object_object_add(obj, "pre", json_object_new_string(pre));
+		result = pstrdup(json_object_to_json_string_ext(obj,
+														JSON_C_TO_STRING_PLAIN));
+	}
+	PG_FINALLY();
+	{
+		json_object_put(obj);
+	}
+	PG_END_TRY();
+	return result;
+}
+
+/*
+ * Build an upload request for the bytes data[0..len).  The bytes are sent
+ * from where they are, not copied: they must outlive the request.
+ */
+IkHttpRequest *
+ik_upload_request(const IkUploadOptions *opts, const char *data, size_t len,
+				  const char *file_name)
+{
+	IkHttpRequest *req;
+	curl_mime  *mime;
+	curl_mimepart *part;
+	IkReadState *st;
+
+	req = ik_http_request_create(opts->endpoint, IK_MAX_RESPONSE_SIZE);
+	ik_http_request_set_timeouts(req, opts->timeout_ms, opts->connect_timeout_ms);
+	ik_http_request_set_basic_auth(req, opts->private_key, "");
+	/* no "Expect: 100-continue" round trip before the body */
+	ik_http_request_add_header(req, "Expect:");
+	ik_http_request_add_header(req, "Accept: application/json");
+
+	mime = ik_http_request_mime(req);
+
+	st = MemoryContextAlloc(req->mcxt, sizeof(IkReadState));
+	st->data = data;
+	st->len = len;
+	st->pos = 0;
+	part = curl_mime_addpart(mime);
+	if (part == NULL ||
+		curl_mime_name(part, "file") != CURLE_OK ||
+		curl_mime_filename(part, file_name) != CURLE_OK ||
+		curl_mime_type(part, "application/octet-stream") != CURLE_OK ||
+		curl_mime_data_cb(part, (curl_off_t) len, ik_read_cb, ik_seek_cb,
+						  NULL, st) != CURLE_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory")));
+
+	ik_add_field(mime, "fileName", file_name);
+	ik_add_field(mime, "folder", opts->folder);
+	ik_add_field(mime, "useUniqueFileName",
+				 opts->use_unique_file_name ? "true" : "false");
+	if (opts->transformation != NULL && opts->transformation[0] != '\0')
+		ik_add_field(mime, "transformation",
+					 ik_transformation_json(opts->transformation));
+	return req;
+}
+
+/*
+ * Validate UTF-8 text from the wire and convert it to the server encoding.
+ * NULL if it is not valid UTF-8 (or holds a NUL byte).
+ */
+char *
+ik_utf8_to_server(const char *s, size_t len)
+{
+	if (!pg_verify_mbstr(PG_UTF8, s, (int) len, true))
+		return NULL;
+	return pg_any_to_server(s, (int) len, PG_UTF8);
+}
+
+/* Parse a whole body as one JSON object, or return NULL. */
+static json_object *
+ik_parse_json_object(const char *body, size_t len)
+{
+	json_tokener *tok;
+	json_object *obj;
+	size_t		end;
+
+	if (len == 0 || len > INT_MAX)
+		return NULL;
+	tok = json_tokener_new_ex(IK_JSON_MAX_DEPTH);
+	if (tok == NULL)
+		return NULL;
+	obj = json_tokener_parse_ex(tok, body, (int) len);
+	end = json_tokener_get_parse_end(tok);
+	if (obj != NULL && json_tokener_get_error(tok) != json_tokener_success)
+	{
+		json_object_put(obj);
+		obj = NULL;
+	}
+	json_tokener_free(tok);
+	if (obj == NULL)
+		return NULL;
+
+	/* nothing but white space may follow */
+	while (end < len && (body[end] == ' ' || body[end] == '\t' ||
+						 body[end] == '\r' || body[end] == '\n'))
+		end++;
+	if (end != len || !json_object_is_type(obj, json_type_object))
+	{
+		json_object_put(obj);
+		return NULL;
+	}
+	return obj;
+}
+
+/* A string member converted to the server encoding, or NULL. */
+static char *
+ik_json_string(json_object *obj, const char *key)
+{
+	json_object *v;
+
+	if (!json_object_object_get_ex(obj, key, &v) ||
+		!json_object_is_type(v, json_type_string))
+		return NULL;
+	return ik_utf8_to_server(json_object_get_string(v),
+							 json_object_get_string_len(v));
+}
+
+static int64
+ik_json_int(json_object *obj, const char *key, int64 max)
+{
+	json_object *v;
+	int64		n;
+
+	if (!json_object_object_get_ex(obj, key, &v) ||
+		!(json_object_is_type(v, json_type_int) ||
+		  json_object_is_type(v, json_type_double)))
+		return -1;
+	n = json_object_get_int64(v);
+	return (n < 0 || n > max) ? -1 : n;
+}
+
+/* ImageKit's "message" from an error body, shortened, or NULL. */
+static char *
+ik_error_message(IkHttpRequest *req)
+{
+	json_object *obj = ik_parse_json_object(req->body, req->body_len);
+	char	   *msg = NULL;
+
+	if (obj == NULL)
+		return NULL;
+	PG_TRY();
+	{
+		msg = ik_json_string(obj, "message");
+		if (msg != NULL && strlen(msg) > IK_MAX_MESSAGE_LEN)
+			msg[pg_mbcliplen(msg, strlen(msg), IK_MAX_MESSAGE_LEN)] = '\0';
+	}
+	PG_FINALLY();
+	{
+		json_object_put(obj);
+	}
+	PG_END_TRY();
+	return msg;
+}
+
+/* Fill "result" from a 2xx body; false if the body is not a usable answer. */
+static bool
+ik_parse_success(IkHttpRequest *req, IkUploadResult *result)
+{
+	json_object *obj = ik_parse_json_object(req->body, req->body_len);
+	bool		ok = false;
+
+	if (obj == NULL)
+		return false;
+	PG_TRY();
+	{
+		result->url = ik_json_string(obj, "url");
+		if (result->url != NULL && result->url[0] != '\0')
+		{
+			result->file_id = ik_json_string(obj, "fileId");
+			result->file_path = ik_json_string(obj, "filePath");
+			result->name = ik_json_string(obj, "name");
+			result->size = ik_json_int(obj, "size", PG_INT64_MAX);
+			result->width = (int32) ik_json_int(obj, "width", PG_INT32_MAX);
+			result->height = (int32) ik_json_int(obj, "height", PG_INT32_MAX);
+			ok = true;
+		}
+	}
+	PG_FINALLY();
+	{
+		json_object_put(obj);
+	}
+	PG_END_TRY();
+	return ok;
+}
+
+static bool
+ik_transport_error_is_permanent(CURLcode rc)
+{
+	switch (rc)
+	{
+		case CURLE_UNSUPPORTED_PROTOCOL:
+		case CURLE_URL_MALFORMAT:
+		case CURLE_NOT_BUILT_IN:
+		case CURLE_PEER_FAILED_VERIFICATION:
+		case CURLE_SSL_CERTPROBLEM:
+		case CURLE_SSL_CACERT_BADFILE:
+		case CURLE_SSL_CIPHER:
+		case CURLE_TOO_MANY_REDIRECTS:
+			return true;
+		default:
+			return false;
+	}
+}
+
+/*
+ * Classify a finished upload request.  On success fill "result"; otherwise
+ * fill "err".  Everything returned is allocated in CurrentMemoryContext, not
+ * in the request's, so the request can be freed at once.
+ */
+IkOutcome
+ik_upload_parse(IkHttpRequest *req, IkUploadResult *result, IkUploadError *err)
+{
+	memset(err, 0, sizeof(IkUploadError));
+	err->status = req->status;
+	err->request_id = ik_http_header(req, "x-ik-requestId");
+	err->retry_hint_ms = -1;
+
+	if (req->body_too_large)
+	{
+		err->message = psprintf("the response is larger than %d bytes",
+								IK_MAX_RESPONSE_SIZE);
+		return err->outcome = IK_OUTCOME_BAD_RESPONSE;
+	}
+	if (req->result != CURLE_OK)
+	{
+		err->message = pstrdup(ik_http_error_string(req));
+		err->outcome = ik_transport_error_is_permanent(req->result) ?
+			IK_OUTCOME_TRANSPORT : IK_OUTCOME_RETRYABLE;
+		return err->outcome;
+	}
+
+	if (req->status >= 200 && req->status < 300)
+	{
+		memset(result, 0, sizeof(IkUploadResult));
+		if (ik_parse_success(req, result))
+			return err->outcome = IK_OUTCOME_OK;
+		err->message = pstrdup(req->body_len == 0 ?
+							   "the response body is empty" :
+							   "the response is not a JSON object with a \"url\" string");
+		return err->outcome = IK_OUTCOME_BAD_RESPONSE;
+	}
+
+	err->message = ik_error_message(req);
+	if (req->status == 408 || req->status == 409 || req->status == 429 ||
+		req->status >= 500)
+	{
+		char	   *retry_after = ik_http_header(req, "Retry-After");
+		char	   *reset = NULL;
+
+		if (req->status == 429)
+			reset = ik_http_header(req, "X-RateLimit-Reset");
+		err->retry_hint_ms = ik_retry_hint_ms(retry_after, reset);
+		err->outcome = IK_OUTCOME_RETRYABLE;
+	}
+	else if (req->status == 401 || req->status == 403)
+		err->outcome = IK_OUTCOME_AUTH;
+	else if (req->status >= 400)
+		err->outcome = IK_OUTCOME_REJECTED;
+	else
+	{
+		if (err->message == NULL)
+			err->message = psprintf("unexpected HTTP status %ld", req->status);
+		err->outcome = IK_OUTCOME_BAD_RESPONSE;
+	}
+	return err->outcome;
+}
+
+/* A non-negative decimal integer, possibly with white space around; or -1. */
+static long
+ik_parse_count(const char *s)
+{
+	long		n = 0;
+	bool		digits = false;
+
+	while (*s == ' ' || *s == '\t')
+		s++;
+	for (; *s >= '0' && *s <= '9'; s++)
+	{
+		if (n > (LONG_MAX - 9) / 10)
+			return LONG_MAX;
+		n = n * 10 + (*s - '0');
+		digits = true;
+	}
+	while (*s == ' ' || *s == '\t')
+		s++;
+	return (digits && *s == '\0') ? n : -1;
+}
+
+/*
+ * How long the server asked us to wait, in milliseconds, from Retry-After
+ * (delay-seconds or an HTTP date) and X-RateLimit-Reset (milliseconds);
+ * -1 when neither says anything usable.  Either may be NULL.
+ */
+long
+ik_retry_hint_ms(const char *retry_after, const char *ratelimit_reset)
+{
+	long		hint = -1;
+
+	if (retry_after != NULL)
+	{
+		long		secs = ik_parse_count(retry_after);
+
+		if (secs >= 0)
+			hint = (secs > LONG_MAX / 1000) ? LONG_MAX : secs * 1000;
+		else
+		{
+			time_t		when = curl_getdate(retry_after, NULL);
+
+			if (when != (time_t) -1)
+			{
+				time_t		now = time(NULL);
+
+				hint = (when > now) ? (long) (when - now) * 1000 : 0;
+			}
+		}
+	}
+	if (ratelimit_reset != NULL)
+	{
+		long		ms = ik_parse_count(ratelimit_reset);
+
+		if (ms > hint)
+			hint = ms;
+	}
+	return hint;
+}
+
+/*
+ * The wait before retry number "retry" (0 for the first retry): base * 2^n
+ * minus up to 25% jitter, at least the server's hint, at most max_ms.
+ */
+long
+ik_retry_delay_ms(int retry, int base_ms, int max_ms, long hint_ms)
+{
+	double		delay;
+
+	delay = ldexp((double) base_ms, Min(retry, 30));
+	if (delay > max_ms)
+		delay = max_ms;
+	delay -= delay * 0.25 * pg_prng_double(&pg_global_prng_state);
+	if (hint_ms > delay)
+		delay = hint_ms;
+	if (delay > max_ms)
+		delay = max_ms;
+	return (long) delay;
+}
+
+/* Sleep interruptibly. */
+void
+ik_sleep_ms(long ms, uint32 wait_event)
+{
+	TimestampTz end = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ms);
+
+	for (;;)
+	{
+		long		secs;
+		int			usecs;
+		long		left;
+
+		CHECK_FOR_INTERRUPTS();
+		TimestampDifference(GetCurrentTimestamp(), end, &secs, &usecs);
+		left = secs * 1000 + usecs / 1000;
+		if (left <= 0)
+			break;
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 left, wait_event);
+		ResetLatch(MyLatch);
+	}
+}
+
+static void
+ik_upload_report(const IkUploadError *err, int attempts, const char *file_name)
+{
+	StringInfoData detail;
+	int			code;
+	const char *hint = NULL;
+
+	initStringInfo(&detail);
+	if (err->status > 0)
+		appendStringInfo(&detail, "HTTP status %ld.", err->status);
+	else
+		appendStringInfoString(&detail, "No HTTP response was received.");
+	if (err->message != NULL)
+		appendStringInfo(&detail, " %s: %s.",
+						 err->status > 0 ? "ImageKit said" : "Error",
+						 err->message);
+	if (err->request_id != NULL)
+		appendStringInfo(&detail, " Request ID: %s.", err->request_id);
+	appendStringInfo(&detail, " Attempts: %d.", attempts);
+
+	switch (err->outcome)
+	{
+		case IK_OUTCOME_AUTH:
+			code = ERRCODE_IK_AUTH_FAILED;
+			hint = "Check imagekit.private_key.";
+			break;
+		case IK_OUTCOME_REJECTED:
+			code = ERRCODE_IK_REJECTED;
+			break;
+		case IK_OUTCOME_BAD_RESPONSE:
+			code = ERRCODE_IK_BAD_RESPONSE;
+			hint = "Check that imagekit.upload_endpoint points at the ImageKit upload API.";
+			break;
+		case IK_OUTCOME_TRANSPORT:
+			code = ERRCODE_IK_UNAVAILABLE;
+			hint = "Check imagekit.upload_endpoint.";
+			break;
+		default:
+			code = ERRCODE_IK_UNAVAILABLE;
+			hint = "Try again later, or raise imagekit.max_retries or imagekit.timeout.";
+			break;
+	}
+
+	ereport(ERROR,
+			(errcode(code),
+			 (code == ERRCODE_IK_AUTH_FAILED) ?
+			 errmsg("ImageKit refused the credentials for the upload of \"%s\"", file_name) :
+			 (code == ERRCODE_IK_REJECTED) ?
+			 errmsg("ImageKit rejected the upload of \"%s\"", file_name) :
+			 (code == ERRCODE_IK_BAD_RESPONSE) ?
+			 errmsg("unusable response from ImageKit for the upload of \"%s\"", file_name) :
+			 errmsg("could not upload \"%s\" to ImageKit", file_name),
+			 errdetail_internal("%s", detail.data),
+			 hint ? errhint("%s", hint) : 0));
+}
+
+/*
+ * Upload with retries, raising an ERROR after the last attempt or at once on
+ * a permanent error.
+ */
+void
+ik_upload_sync(const IkUploadOptions *opts, const char *data, size_t len,
+			   const char *file_name, IkUploadResult *result)
+{
+	for (int attempt = 0;; attempt++)
+	{
+		IkHttpRequest *req;
+		IkUploadError err;
+		IkOutcome	outcome;
+		long		delay;
+
+		req = ik_upload_request(opts, data, len, file_name);
+		ik_http_perform(req, PG_WAIT_EXTENSION);
+		outcome = ik_upload_parse(req, result, &err);
+		ik_http_request_free(req);
+
+		if (outcome == IK_OUTCOME_OK)
+			return;
+		if (outcome != IK_OUTCOME_RETRYABLE || attempt >= opts->max_retries)
+			ik_upload_report(&err, attempt + 1, file_name);
+
+		delay = ik_retry_delay_ms(attempt, opts->retry_base_delay_ms,
+								  opts->retry_max_delay_ms, err.retry_hint_ms);
+		ereport(DEBUG1,
+				(errmsg_internal("imagekit: upload of \"%s\" failed (HTTP status %ld, %s), retry %d in %ld ms",
+								 file_name, err.status,
+								 err.message ? err.message : "no message",
+								 attempt + 1, delay)));
+		ik_sleep_ms(delay, PG_WAIT_EXTENSION);
+	}
+}
