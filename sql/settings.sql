@@ -1,0 +1,51 @@
+-- Settings: defaults, validation, who may set what.
+SELECT name, setting, unit, context, vartype, min_val, max_val
+FROM pg_settings WHERE name LIKE 'imagekit.%'
+  AND name NOT IN ('imagekit.upload_endpoint', 'imagekit.private_key')
+ORDER BY name;
+
+-- the user-level settings accept good values ...
+SET imagekit.folder = '/products/2024/';
+SET imagekit.transformation = 'w-400,h-300,c-at_max';
+SET imagekit.transformation = '';
+SET imagekit.max_retries = 0;
+SET imagekit.retry_base_delay = '2s';
+SHOW imagekit.retry_base_delay;
+RESET ALL;
+
+-- ... and refuse bad ones with a reason
+SET imagekit.folder = 'no-leading-slash';
+SET imagekit.folder = '/a/../b/';
+SET imagekit.folder = '/sp ace/';
+SET imagekit.transformation = 'w-800"}';
+SET imagekit.max_retries = 11;
+SET imagekit.max_retries = -1;
+SET imagekit.timeout = 0;
+SET imagekit.retry_base_delay = '-5ms';
+
+-- a typo in the reserved prefix is reported
+SET imagekit.privat_key = 'x';
+
+-- server-wide settings cannot be changed per session
+SET imagekit.upload_endpoint = 'https://example.com/upload';
+SET imagekit.private_key = 'x';
+
+-- and their values are checked when they are set
+ALTER SYSTEM SET imagekit.upload_endpoint = 'http://example.com/api/v1/files/upload';
+ALTER SYSTEM SET imagekit.upload_endpoint = 'ftp://127.0.0.1/upload';
+ALTER SYSTEM SET imagekit.upload_endpoint = 'https://user:pw@upload.imagekit.io/api/v1/files/upload';
+ALTER SYSTEM SET imagekit.upload_endpoint = 'not a url';
+ALTER SYSTEM SET imagekit.url_endpoint = 'http://ik.imagekit.io/demo';
+ALTER SYSTEM SET imagekit.public_key = 'public key with spaces';
+
+-- the private key is hidden from non-superusers
+CREATE ROLE imagekit_regress_user;
+SET ROLE imagekit_regress_user;
+SHOW imagekit.private_key;
+SELECT current_setting('imagekit.private_key');
+SELECT count(*) FROM pg_settings WHERE name = 'imagekit.private_key';
+-- and max_file_size is a superuser setting
+SET imagekit.max_file_size = '1GB';
+RESET ROLE;
+SELECT current_setting('imagekit.private_key') <> '' AS superuser_sees_key;
+DROP ROLE imagekit_regress_user;

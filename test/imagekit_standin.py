@@ -1,0 +1,1217 @@
+#!/usr/bin/env python3
+"""Local stand-in for ImageKit's upload API, for the extension's tests.
+
+The machines that run the tests cannot reach ImageKit, so this server answers
+``POST /api/v1/files/upload`` the way the real service does according to
+/work/shared/imagekit-api/openapi-v1.0.0.yaml (schema ``FileUploadV1`` in,
+``Upload`` out, ``{"message", "help"}`` errors, an ``x-ik-requestId`` header on
+every answer).  It also serves deterministic source images for download tests
+and has a small JSON control API with which a test injects faults and reads
+what the server saw.  Standard library only (Python 3.11).
+
+Usage::
+
+    python3 test/imagekit_standin.py --host 127.0.0.1 --port 0 \\
+        --private-key KEY --url-endpoint https://ik.imagekit.io/demo \\
+        --port-file PATH [--max-file-size 26214400] [--latency-ms 0] [--verbose]
+
+The bound port is written to PATH (atomically: PATH.tmp, then rename) and
+``imagekit stand-in listening on http://HOST:PORT`` is printed.  SIGTERM or
+SIGINT stops the server cleanly.
+
+Upload API (``POST /api/v1/files/upload``, multipart/form-data)
+    HTTP Basic auth, user = private key, password ignored (the spec's raw form
+    ``Authorization: Basic <private key>`` is accepted too).  No/unusable
+    credentials -> 401, wrong key -> 403, Basic auth mixed with
+    signature/token/expire/publicKey -> 400.  ``file`` (binary part with a
+    filename, http(s) URL fetched with an 8 s timeout, or base64 / base64 data
+    URI) and ``fileName`` are required; booleans must be ``true``/``false``;
+    ``transformation``, ``customMetadata``, ``extensions`` are JSON strings;
+    ``tags`` and ``responseFields`` are comma-separated.  Files are kept as
+    filePath -> sha256.  Every upload request waits ``latency_ms`` first.
+
+Source files (``GET /source/<name>``)
+    ``img-<seed>-<bytes>.png``: a valid 64x64 PNG of exactly <bytes> bytes
+    (or the smallest possible PNG if <bytes> is smaller), the same bytes for the
+    same seed and different bytes for different seeds.  ``*.html``: an HTML
+    page.  ``missing*`` and anything else: 404.  Each GET waits ``latency_ms``.
+
+Control API (JSON in, JSON out; never delayed, never affected by faults)
+    POST /_standin/reset   clear stats, the fault queue and stored files;
+                           latency, private key and max file size go back to
+                           the command-line values.
+    POST /_standin/config  {"latency_ms": N, "private_key": "...",
+                            "max_file_size": N}, any subset.
+    POST /_standin/faults  a fault object or a list of them, appended to a FIFO.
+                           Each upload request takes one unit of the head fault
+                           on arrival (before auth and parsing); a fault has
+                           "count" units (default 1).  Kinds:
+          {"status": N, "headers": {...}, "body": {...} or "text"}
+              answer N (default body {"message": <reason>, "help": ""};
+              429 gets X-RateLimit-Limit/-Reset/-Interval unless given)
+          {"action": "drop"}       read the request, close without answering
+          {"action": "truncate"}   200 with the Content-Length of a full upload
+                                   answer, send half of it, close
+          {"action": "garbage"}    200 text/html "<html>not json</html>"
+          {"action": "json", "body": <any JSON>, "status": 200}
+          {"action": "raw", "status": N, "headers": {...}, "body_b64": "..."}
+              exactly that (plus Content-Length if not given)
+          {"action": "delay", "ms": M}   sleep M ms, then handle normally
+          "drop" and "truncate" accept "process": true: the upload is then
+          really performed (stored, counted) and only the answer is lost.
+    GET  /_standin/faults  the pending fault queue.
+    GET  /_standin/stats   counters, the uploaded files and their fields,
+                           content hashes, stored paths (see State.snapshot).
+"""
+
+import argparse
+import base64
+import binascii
+import email.message
+import email.utils
+import hashlib
+import hmac
+import http.server
+import json
+import os
+import random
+import re
+import secrets
+import signal
+import string
+import struct
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+import zlib
+
+UPLOAD_PATH = "/api/v1/files/upload"
+HELP = "For support kindly contact us at support@imagekit.io ."
+JSON_TYPE = "application/json; charset=utf-8"
+URL_FETCH_TIMEOUT = 8.0
+
+BOOLEAN_FIELDS = (
+    "useUniqueFileName", "overwriteFile", "isPrivateFile", "overwriteAITags",
+    "overwriteTags", "overwriteCustomMetadata", "isPublished",
+)
+BOOLEAN_DEFAULTS = {
+    "useUniqueFileName": True, "overwriteFile": True, "isPrivateFile": False,
+    "overwriteAITags": True, "overwriteTags": True,
+    "overwriteCustomMetadata": True, "isPublished": True,
+}
+CLIENT_AUTH_FIELDS = ("signature", "token", "expire", "publicKey")
+RESPONSE_FIELDS = {
+    "tags", "customCoordinates", "isPrivateFile", "embeddedMetadata",
+    "isPublished", "customMetadata", "metadata", "selectedFieldsSchema",
+}
+POST_TRANSFORMATION_KEYS = {
+    "transformation": ({"type", "value"}, {"type", "value"}),
+    "gif-to-video": ({"type"}, {"type", "value"}),
+    "thumbnail": ({"type"}, {"type", "value"}),
+    "abs": ({"type", "value", "protocol"}, {"type", "value", "protocol"}),
+}
+EXTENSION_NAMES = {
+    "google-auto-tagging", "aws-auto-tagging", "remove-bg",
+    "ai-auto-description", "ai-tasks",
+}
+FILE_NAME_BAD_CHARS = re.compile(r"[^A-Za-z0-9.\-]")
+SOURCE_IMAGE = re.compile(r"^img-(.+)-(\d+)\.png$")
+ALNUM = string.ascii_letters + string.digits
+FAULT_ACTIONS = {"drop", "truncate", "garbage", "json", "raw", "delay"}
+
+
+class UploadError(Exception):
+    """An error answer of the upload API: HTTP status and message."""
+
+    def __init__(self, status, message):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def bad_request(message):
+    return UploadError(400, message)
+
+
+def json_bytes(obj):
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def error_body(message):
+    return {"message": message, "help": HELP}
+
+
+# --------------------------------------------------------------------------
+# Shared state
+# --------------------------------------------------------------------------
+
+class State:
+    """Everything the server remembers; all access goes through one lock."""
+
+    def __init__(self, private_key, latency_ms, max_file_size, url_endpoint):
+        self.lock = threading.Lock()
+        self.cli_private_key = private_key
+        self.cli_latency_ms = latency_ms
+        self.cli_max_file_size = max_file_size
+        self.url_endpoint = url_endpoint.rstrip("/")
+        self.reset()
+
+    def reset(self):
+        with self.lock:
+            self.private_key = self.cli_private_key
+            self.latency_ms = self.cli_latency_ms
+            self.max_file_size = self.cli_max_file_size
+            self.faults = []
+            self.requests = 0
+            self.uploads = 0
+            self.statuses = {}
+            self.in_flight = 0
+            self.max_in_flight = 0
+            self.auth_failures = 0
+            self.faults_consumed = 0
+            self.dropped = 0
+            self.files = []
+            self.hashes = {}
+            self.paths = {}
+            self.path_meta = {}          # filePath -> {"fileId", "version"}
+            self.downloads = 0
+            self.download_statuses = {}
+            self.downloads_in_flight = 0
+            self.max_downloads_in_flight = 0
+
+    def configure(self, cfg):
+        with self.lock:
+            if "latency_ms" in cfg:
+                self.latency_ms = cfg["latency_ms"]
+            if "private_key" in cfg:
+                self.private_key = cfg["private_key"]
+            if "max_file_size" in cfg:
+                self.max_file_size = cfg["max_file_size"]
+
+    def settings(self):
+        with self.lock:
+            return {"latency_ms": self.latency_ms, "private_key": self.private_key,
+                    "max_file_size": self.max_file_size}
+
+    # -- upload request accounting -----------------------------------------
+
+    def upload_started(self):
+        """Count an arriving upload request and take one unit of the head fault."""
+        with self.lock:
+            self.requests += 1
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            if not self.faults:
+                return None
+            head = self.faults[0]
+            head["count"] -= 1
+            if head["count"] <= 0:
+                self.faults.pop(0)
+            self.faults_consumed += 1
+            return dict(head)
+
+    def upload_finished(self, status):
+        with self.lock:
+            self.in_flight -= 1
+            if status is None:
+                self.dropped += 1
+            else:
+                key = str(status)
+                self.statuses[key] = self.statuses.get(key, 0) + 1
+
+    def auth_failed(self):
+        with self.lock:
+            self.auth_failures += 1
+
+    def download_started(self):
+        with self.lock:
+            self.downloads += 1
+            self.downloads_in_flight += 1
+            self.max_downloads_in_flight = max(self.max_downloads_in_flight,
+                                               self.downloads_in_flight)
+
+    def download_finished(self, status):
+        with self.lock:
+            self.downloads_in_flight -= 1
+            key = str(status)
+            self.download_statuses[key] = self.download_statuses.get(key, 0) + 1
+
+    def add_faults(self, faults):
+        with self.lock:
+            self.faults.extend(faults)
+            return len(self.faults)
+
+    def pending_faults(self):
+        with self.lock:
+            return [dict(f) for f in self.faults]
+
+    # -- file store ----------------------------------------------------------
+
+    def store(self, folder, base_name, unique, overwrite, sha256, record):
+        """Pick the final name, store the file, and return (name, path, meta).
+
+        With ``unique`` a random suffix is drawn until the path is free; without
+        it an existing path is replaced (new version) unless ``overwrite`` is
+        false, which is an error.
+        """
+        with self.lock:
+            while True:
+                name = unique_name(base_name) if unique else base_name
+                path = folder + name
+                if path not in self.paths or not unique:
+                    break
+            meta = self.path_meta.get(path)
+            if meta is not None and not overwrite:
+                raise bad_request(
+                    "A file with the same name already exists at the exact location. "
+                    "We could not overwrite it because both overwriteFile and "
+                    "useUniqueFileName are set to false.")
+            if meta is None:
+                file_id = secrets.token_hex(12)
+                meta = {"fileId": file_id, "version": 1, "versionId": file_id}
+            else:
+                meta = {"fileId": meta["fileId"], "version": meta["version"] + 1,
+                        "versionId": secrets.token_hex(12)}
+            self.path_meta[path] = meta
+            self.paths[path] = sha256
+            self.hashes[sha256] = self.hashes.get(sha256, 0) + 1
+            self.uploads += 1
+            self.files.append(dict(record, name=name, filePath=path,
+                                   fileId=meta["fileId"]))
+            return name, path, dict(meta)
+
+    def snapshot(self):
+        with self.lock:
+            return {
+                "requests": self.requests,
+                "uploads": self.uploads,
+                "statuses": dict(self.statuses),
+                "in_flight": self.in_flight,
+                "max_in_flight": self.max_in_flight,
+                "auth_failures": self.auth_failures,
+                "faults_consumed": self.faults_consumed,
+                "faults_pending": sum(f["count"] for f in self.faults),
+                "dropped": self.dropped,
+                "files": [dict(f) for f in self.files],
+                "hashes": dict(self.hashes),
+                "paths": dict(self.paths),
+                "downloads": self.downloads,
+                "download_statuses": dict(self.download_statuses),
+                "downloads_in_flight": self.downloads_in_flight,
+                "max_downloads_in_flight": self.max_downloads_in_flight,
+                "latency_ms": self.latency_ms,
+                "max_file_size": self.max_file_size,
+            }
+
+
+# --------------------------------------------------------------------------
+# Control API validation
+# --------------------------------------------------------------------------
+
+def validate_config(cfg):
+    if not isinstance(cfg, dict):
+        raise ValueError("config must be a JSON object")
+    unknown = set(cfg) - {"latency_ms", "private_key", "max_file_size"}
+    if unknown:
+        raise ValueError("unknown config keys: %s" % ", ".join(sorted(unknown)))
+    if "latency_ms" in cfg and not is_number(cfg["latency_ms"], minimum=0):
+        raise ValueError("latency_ms must be a number >= 0")
+    if "private_key" in cfg and not isinstance(cfg["private_key"], str):
+        raise ValueError("private_key must be a string")
+    if "max_file_size" in cfg and not (is_number(cfg["max_file_size"], minimum=1)
+                                       and isinstance(cfg["max_file_size"], int)):
+        raise ValueError("max_file_size must be an integer >= 1")
+    return cfg
+
+
+def is_number(value, minimum=None):
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return ok and (minimum is None or value >= minimum)
+
+
+def validate_fault(fault):
+    """Check one fault object and return a normalised copy."""
+    if not isinstance(fault, dict):
+        raise ValueError("a fault must be a JSON object")
+    fault = dict(fault)
+    count = fault.get("count", 1)
+    if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+        raise ValueError("count must be an integer >= 1")
+    fault["count"] = count
+    action = fault.get("action")
+    if action is None:
+        if not isinstance(fault.get("status"), int) or not 100 <= fault["status"] <= 599:
+            raise ValueError("a fault needs an integer status (100-599) or an action")
+        action = "status"
+    elif action not in FAULT_ACTIONS:
+        raise ValueError("unknown action %r" % action)
+    if "headers" in fault and not (isinstance(fault["headers"], dict) and all(
+            isinstance(v, (str, int, float)) for v in fault["headers"].values())):
+        raise ValueError("headers must be an object of strings")
+    if action == "raw":
+        if not isinstance(fault.get("status"), int):
+            raise ValueError("raw needs an integer status")
+        try:
+            base64.b64decode(fault.get("body_b64", ""), validate=True)
+        except (binascii.Error, TypeError) as exc:
+            raise ValueError("body_b64 is not base64: %s" % exc) from None
+    if action == "delay" and not is_number(fault.get("ms"), minimum=0):
+        raise ValueError("delay needs ms >= 0")
+    if action == "json" and "body" not in fault:
+        raise ValueError("json needs a body")
+    fault["kind"] = action
+    return fault
+
+
+# --------------------------------------------------------------------------
+# Multipart parsing
+# --------------------------------------------------------------------------
+
+class Part:
+    """One multipart/form-data part."""
+
+    def __init__(self, name, filename, content_type, data):
+        self.name = name
+        self.filename = filename
+        self.content_type = content_type
+        self.data = data
+
+    def text(self):
+        return self.data.decode("utf-8", "replace")
+
+
+def header_params(content_type_value):
+    msg = email.message.Message()
+    msg["Content-Type"] = content_type_value
+    return msg
+
+
+def multipart_boundary(content_type):
+    """The boundary of a multipart/form-data Content-Type, or None."""
+    if not content_type:
+        return None
+    msg = header_params(content_type)
+    if msg.get_content_type() != "multipart/form-data":
+        return None
+    boundary = msg.get_param("boundary")
+    if not boundary or not isinstance(boundary, str):
+        return None
+    return boundary.encode("latin-1", "replace")
+
+
+def parse_part(raw):
+    """Split one part into headers and data; return a Part or None."""
+    if raw.startswith(b"\r\n"):
+        head, data = b"", raw[2:]
+    else:
+        end = raw.find(b"\r\n\r\n")
+        if end < 0:
+            return None
+        head, data = raw[:end], raw[end + 4:]
+    msg = email.message.Message()
+    for line in head.decode("utf-8", "replace").split("\r\n"):
+        if ":" in line:
+            key, _, value = line.partition(":")
+            msg[key.strip()] = value.strip()
+    if msg.get("Content-Disposition") is None:
+        return None
+    name = msg.get_param("name", header="content-disposition")
+    filename = msg.get_filename()
+    if isinstance(name, tuple):
+        name = email.utils.collapse_rfc2231_value(name)
+    if name is None:
+        return None
+    return Part(name, filename, msg.get("Content-Type"), data)
+
+
+def parse_multipart(body, boundary):
+    """Parse a multipart body (bytes); raise UploadError if malformed."""
+    dash = b"--" + boundary
+    if body.startswith(dash):
+        pos = len(dash)
+    else:
+        first = body.find(b"\r\n" + dash)
+        if first < 0:
+            raise bad_request("Your request contains a malformed multipart/form-data body.")
+        pos = first + 2 + len(dash)
+    parts = []
+    while True:
+        if body[pos:pos + 2] == b"--":
+            return parts
+        eol = body.find(b"\r\n", pos)
+        if eol < 0:
+            raise bad_request("Your request contains a malformed multipart/form-data body.")
+        start = eol + 2
+        end = body.find(b"\r\n" + dash, start)
+        if end < 0:
+            raise bad_request("Your request contains a malformed multipart/form-data body.")
+        part = parse_part(body[start:end])
+        if part is not None:
+            parts.append(part)
+        pos = end + 2 + len(dash)
+
+
+# --------------------------------------------------------------------------
+# Upload field handling
+# --------------------------------------------------------------------------
+
+def sanitize_file_name(name):
+    return FILE_NAME_BAD_CHARS.sub("_", name)
+
+
+def unique_name(name):
+    suffix = "".join(secrets.choice(ALNUM) for _ in range(9))
+    dot = name.rfind(".")
+    if dot > 0:
+        return "%s_%s%s" % (name[:dot], suffix, name[dot:])
+    return "%s_%s" % (name, suffix)
+
+
+def normalize_folder(folder):
+    folder = "/" + (folder or "").strip() + "/"
+    return re.sub(r"/{2,}", "/", folder)
+
+
+def parse_booleans(fields):
+    values = {}
+    for key in BOOLEAN_FIELDS:
+        if key not in fields:
+            values[key] = BOOLEAN_DEFAULTS[key]
+        elif fields[key] in ("true", "false"):
+            values[key] = fields[key] == "true"
+        else:
+            raise bad_request("Your request contains invalid %s parameter. "
+                              "It must be true or false." % key)
+    return values
+
+
+def parse_json_field(fields, key):
+    if key not in fields:
+        return None
+    try:
+        return json.loads(fields[key])
+    except ValueError:
+        raise bad_request("Your request contains invalid %s parameter. "
+                          "It must be a valid JSON string." % key) from None
+
+
+def check_transformation(value):
+    invalid = bad_request("Invalid transformation parameter. The file could not be "
+                          "uploaded because the transformation field is invalid.")
+    if not isinstance(value, dict) or set(value) - {"pre", "post"}:
+        raise invalid
+    if "pre" in value and not isinstance(value["pre"], str):
+        raise invalid
+    if "post" in value:
+        if not isinstance(value["post"], list):
+            raise invalid
+        for item in value["post"]:
+            check_post_transformation(item, invalid)
+
+
+def check_post_transformation(item, invalid):
+    if not isinstance(item, dict) or item.get("type") not in POST_TRANSFORMATION_KEYS:
+        raise invalid
+    required, allowed = POST_TRANSFORMATION_KEYS[item["type"]]
+    keys = set(item)
+    if not required <= keys or keys - allowed:
+        raise invalid
+    if any(not isinstance(item[k], str) for k in keys):
+        raise invalid
+    if item["type"] == "abs" and item["protocol"] not in ("hls", "dash"):
+        raise invalid
+
+
+def parse_tags(fields):
+    if "tags" not in fields:
+        return None
+    tags = [t.strip() for t in fields["tags"].split(",") if t.strip()]
+    if any("%" in t for t in tags) or sum(len(t) for t in tags) > 500:
+        raise bad_request("Your request contains invalid tags parameter.")
+    return tags or None
+
+
+def parse_response_fields(fields):
+    if "responseFields" not in fields:
+        return set()
+    wanted = {f.strip() for f in fields["responseFields"].split(",") if f.strip()}
+    unknown = wanted - RESPONSE_FIELDS
+    if unknown:
+        raise bad_request("Your request contains invalid responseFields parameter: %s."
+                          % ", ".join(sorted(unknown)))
+    return wanted
+
+
+def check_custom_coordinates(fields):
+    value = fields.get("customCoordinates")
+    if value is not None and value != "" and \
+            not re.fullmatch(r"\d+,\d+,\d+,\d+", value.replace(" ", "")):
+        raise bad_request("Your request contains invalid customCoordinates parameter.")
+
+
+def fetch_url(url, limit):
+    """Download ``url`` as ImageKit would (8 s timeout); at most limit+1 bytes."""
+    try:
+        with urllib.request.urlopen(url, timeout=URL_FETCH_TIMEOUT) as resp:
+            return resp.read(limit + 1)
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise bad_request("Your request contains invalid file parameter. The file "
+                          "could not be fetched from the URL: %s" % exc) from None
+
+
+def decode_base64_file(value):
+    value = value.strip()
+    match = re.match(r"^data:[^,]*;base64,", value, re.IGNORECASE)
+    if match:
+        value = value[match.end():]
+    value = re.sub(r"\s+", "", value)
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise bad_request("Your request contains invalid file parameter. It must be "
+                          "a binary file, a base64 string or a URL.") from None
+
+
+def resolve_file(part, limit):
+    """The file's bytes and how they were sent ("binary", "url", "base64")."""
+    if part.filename is not None:
+        return part.data, "binary"
+    value = part.text().strip()
+    if re.match(r"^https?://", value, re.IGNORECASE):
+        return fetch_url(value, limit), "url"
+    return decode_base64_file(value), "base64"
+
+
+# --------------------------------------------------------------------------
+# Image inspection
+# --------------------------------------------------------------------------
+
+def image_size(data):
+    """(kind, width, height) for PNG/JPEG/GIF/WebP bytes; kind None otherwise."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        if len(data) >= 24 and data[12:16] == b"IHDR":
+            return ("png",) + struct.unpack(">II", data[16:24])
+        return "png", None, None
+    if data[:6] in (b"GIF87a", b"GIF89a"):
+        if len(data) >= 10:
+            return ("gif",) + struct.unpack("<HH", data[6:10])
+        return "gif", None, None
+    if data.startswith(b"\xff\xd8\xff"):
+        return ("jpeg",) + jpeg_size(data)
+    if len(data) >= 12 and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return ("webp",) + webp_size(data)
+    return None, None, None
+
+
+def jpeg_size(data):
+    pos = 2
+    while pos + 4 <= len(data):
+        if data[pos] != 0xFF:
+            return None, None
+        marker = data[pos + 1]
+        if marker == 0xFF:              # fill byte
+            pos += 1
+            continue
+        if marker in (0x01, 0xD8) or 0xD0 <= marker <= 0xD7:
+            pos += 2
+            continue
+        if marker in (0xD9, 0xDA):      # end of image / start of scan
+            return None, None
+        length = struct.unpack(">H", data[pos + 2:pos + 4])[0]
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            if pos + 9 > len(data):
+                return None, None
+            height, width = struct.unpack(">HH", data[pos + 5:pos + 9])
+            return width, height
+        pos += 2 + length
+    return None, None
+
+
+def webp_size(data):
+    chunk = data[12:16]
+    if chunk == b"VP8 " and len(data) >= 30 and data[23:26] == b"\x9d\x01\x2a":
+        width, height = struct.unpack("<HH", data[26:30])
+        return width & 0x3FFF, height & 0x3FFF
+    if chunk == b"VP8L" and len(data) >= 25 and data[20] == 0x2F:
+        bits = struct.unpack("<I", data[21:25])[0]
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    if chunk == b"VP8X" and len(data) >= 30:
+        width = int.from_bytes(data[24:27], "little") + 1
+        height = int.from_bytes(data[27:30], "little") + 1
+        return width, height
+    return None, None
+
+
+def is_video(data):
+    return data[4:8] == b"ftyp" or data.startswith(b"\x1a\x45\xdf\xa3")
+
+
+# --------------------------------------------------------------------------
+# Source images
+# --------------------------------------------------------------------------
+
+def png_chunk(kind, payload):
+    crc = zlib.crc32(kind + payload) & 0xFFFFFFFF
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", crc)
+
+
+def source_png(seed, size):
+    """A valid 64x64 RGB PNG, deterministic in ``seed``, of ``size`` bytes.
+
+    The pixels are 4x4 tiles of seeded colours (a few hundred bytes once
+    compressed); a private ancillary chunk ("raNd") of seeded random bytes pads
+    the file to exactly ``size`` bytes (when ``size`` is smaller than the bare
+    image, the bare image is returned).
+    """
+    rng = random.Random(seed)
+    palette = [rng.randbytes(3) for _ in range(16)]
+    rows = bytearray()
+    for y in range(64):
+        rows.append(0)
+        for x in range(64):
+            rows += palette[(y // 16) * 4 + x // 16]
+    head = b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", struct.pack(">IIBBBBB", 64, 64, 8, 2, 0, 0, 0))
+    body = png_chunk(b"IDAT", zlib.compress(bytes(rows), 9))
+    tail = png_chunk(b"IEND", b"")
+    bare = len(head) + len(body) + len(tail)
+    pad = size - bare - 12
+    if pad < 0:
+        return head + body + tail
+    return head + body + png_chunk(b"raNd", rng.randbytes(pad)) + tail
+
+
+def source_html(name):
+    return ("<!DOCTYPE html>\n<html><head><title>%s</title></head>"
+            "<body><p>This is not an image.</p></body></html>\n" % name).encode("utf-8")
+
+
+# --------------------------------------------------------------------------
+# HTTP
+# --------------------------------------------------------------------------
+
+class StandinServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 256
+    block_on_close = False
+
+    def __init__(self, address, state, verbose):
+        self.state = state
+        self.verbose = verbose
+        super().__init__(address, Handler)
+
+
+class ClientGone(Exception):
+    """The client closed the connection before sending its whole body."""
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "ImageKitStandin/1.0"
+    disable_nagle_algorithm = True
+    wbufsize = 64 * 1024                # coalesce headers and body into one write
+
+    # -- plumbing ------------------------------------------------------------
+
+    @property
+    def state(self):
+        return self.server.state
+
+    def version_string(self):
+        return self.server_version
+
+    def log_message(self, fmt, *args):
+        if self.server.verbose:
+            super().log_message(fmt, *args)
+
+    def handle_expect_100(self):
+        ok = super().handle_expect_100()
+        self.wfile.flush()
+        return ok
+
+    def read_body(self):
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            return self.read_chunked()
+        length = self.headers.get("Content-Length")
+        if length is None:
+            return b""
+        try:
+            length = int(length)
+            if length < 0:
+                raise ValueError
+        except ValueError:
+            raise UploadError(400, "Invalid Content-Length header.") from None
+        data = self.rfile.read(length)
+        if len(data) != length:
+            raise ClientGone()
+        return data
+
+    def read_chunked(self):
+        out = bytearray()
+        while True:
+            line = self.rfile.readline(65537)
+            if not line:
+                raise ClientGone()
+            try:
+                size = int(line.split(b";", 1)[0].strip(), 16)
+            except ValueError:
+                raise UploadError(400, "Invalid chunked encoding.") from None
+            if size == 0:
+                while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
+                    pass
+                return bytes(out)
+            chunk = self.rfile.read(size)
+            if len(chunk) != size:
+                raise ClientGone()
+            out += chunk
+            self.rfile.readline(3)
+
+    def send_bytes(self, status, body, content_type=JSON_TYPE, headers=None,
+                   request_id=True, head_only=False):
+        """Send a complete answer; ``headers`` override the defaults."""
+        merged = {}
+        if request_id:
+            merged["x-ik-requestid"] = ("x-ik-requestId", str(uuid.uuid4()))
+        if content_type:
+            merged["content-type"] = ("Content-Type", content_type)
+        for key, value in (headers or {}).items():
+            merged[key.lower()] = (key, str(value))
+        merged.setdefault("content-length", ("Content-Length", str(len(body))))
+        if self.close_connection:
+            merged["connection"] = ("Connection", "close")
+        self.send_response(status)
+        for key, value in merged.values():
+            self.send_header(key, value)
+        self.end_headers()
+        if not head_only:
+            self.wfile.write(body)
+        self.wfile.flush()
+
+    def send_json(self, status, obj, headers=None):
+        self.send_bytes(status, json_bytes(obj), headers=headers)
+
+    def send_error(self, code, message=None, explain=None):
+        """Protocol-level errors (bad request line etc.) as JSON too."""
+        self.close_connection = True
+        reason = self.responses.get(code, ("Error",))[0]
+        try:
+            self.send_json(code, {"message": message or reason, "help": HELP})
+        except OSError:
+            pass
+
+    def route_path(self):
+        return self.path.split("?", 1)[0]
+
+    # -- dispatch --------------------------------------------------------------
+
+    def do_GET(self):
+        self.dispatch("GET")
+
+    def do_POST(self):
+        self.dispatch("POST")
+
+    def do_PUT(self):
+        self.dispatch("PUT")
+
+    def do_PATCH(self):
+        self.dispatch("PATCH")
+
+    def do_DELETE(self):
+        self.dispatch("DELETE")
+
+    def do_OPTIONS(self):
+        self.dispatch("OPTIONS")
+
+    def do_HEAD(self):
+        self.dispatch("HEAD")
+
+    def dispatch(self, method):
+        try:
+            body = self.read_body()
+        except ClientGone:
+            self.close_connection = True
+            return
+        except UploadError as exc:
+            self.close_connection = True
+            self.send_json(exc.status, error_body(exc.message))
+            return
+        path = self.route_path()
+        if path == UPLOAD_PATH and method == "POST":
+            self.handle_upload_request(body)
+        elif path.startswith("/source/") and method in ("GET", "HEAD"):
+            self.handle_source(path[len("/source/"):], method == "HEAD")
+        elif path.startswith("/_standin/"):
+            self.handle_control(method, path[len("/_standin/"):], body)
+        else:
+            self.send_json(404, {"message": "Not Found", "help": HELP})
+
+    # -- control API -------------------------------------------------------------
+
+    def handle_control(self, method, name, body):
+        try:
+            data = json.loads(body) if body.strip() else None
+        except ValueError as exc:
+            self.send_json(400, {"error": "invalid JSON: %s" % exc})
+            return
+        try:
+            if method == "POST" and name == "reset":
+                self.state.reset()
+                self.send_json(200, {"ok": True})
+            elif method == "POST" and name == "config":
+                self.state.configure(validate_config(data or {}))
+                self.send_json(200, dict(self.state.settings(), ok=True))
+            elif method == "POST" and name == "faults":
+                items = data if isinstance(data, list) else [data]
+                faults = [validate_fault(f) for f in items]
+                pending = self.state.add_faults(faults)
+                self.send_json(200, {"ok": True, "added": len(faults), "queued": pending})
+            elif method == "GET" and name == "faults":
+                self.send_json(200, self.state.pending_faults())
+            elif method == "GET" and name == "stats":
+                self.send_json(200, self.state.snapshot())
+            else:
+                self.send_json(404, {"error": "unknown control endpoint %s %s" % (method, name)})
+        except ValueError as exc:
+            self.send_json(400, {"error": str(exc)})
+
+    # -- source files --------------------------------------------------------
+
+    def handle_source(self, name, head_only):
+        if head_only:
+            self.send_source(name, True)
+            return
+        self.state.download_started()
+        status = None
+        try:
+            latency_sleep(self.state.settings()["latency_ms"])
+            status = self.send_source(name, False)
+        finally:
+            self.state.download_finished(status)
+
+    def send_source(self, name, head_only):
+        match = SOURCE_IMAGE.match(name)
+        if name.startswith("missing") or not (match or name.endswith(".html")):
+            self.send_json(404, {"message": "Not Found", "help": HELP})
+            return 404
+        if match:
+            data = source_png(match.group(1), int(match.group(2)))
+            self.send_bytes(200, data, "image/png", head_only=head_only)
+        else:
+            self.send_bytes(200, source_html(name), "text/html; charset=utf-8",
+                            head_only=head_only)
+        return 200
+
+    # -- upload ----------------------------------------------------------------
+
+    def handle_upload_request(self, body):
+        fault = self.state.upload_started()
+        status = None
+        try:
+            latency_sleep(self.state.settings()["latency_ms"])
+            if fault is not None and fault["kind"] == "delay":
+                time.sleep(fault["ms"] / 1000.0)
+                fault = None
+            if fault is None:
+                status = self.answer_upload(body)
+            else:
+                status = self.apply_fault(fault, body)
+        finally:
+            self.state.upload_finished(status)
+
+    def answer_upload(self, body):
+        """Handle an upload for real; return the status sent."""
+        try:
+            result = self.perform_upload(body)
+        except UploadError as exc:
+            self.send_json(exc.status, error_body(exc.message))
+            return exc.status
+        self.send_json(200, result)
+        return 200
+
+    def perform_upload(self, body):
+        state = self.state
+        settings = state.settings()
+        auth_present = check_auth(self.headers.get("Authorization"),
+                                  settings["private_key"], state)
+        boundary = multipart_boundary(self.headers.get("Content-Type"))
+        if boundary is None:
+            raise bad_request("Your request contains invalid Content-Type. "
+                              "The upload API accepts multipart/form-data only.")
+        parts = parse_multipart(body, boundary)
+        return process_upload(state, settings, parts, auth_present)
+
+    def apply_fault(self, fault, body):
+        """Answer according to a fault; return the status sent (None: none)."""
+        kind = fault["kind"]
+        if kind == "drop":
+            if fault.get("process"):
+                self.perform_upload_quietly(body)
+            self.close_connection = True
+            return None
+        if kind == "truncate":
+            answer = self.perform_upload_quietly(body) if fault.get("process") else None
+            self.send_truncated(answer or fake_upload_answer(self.state))
+            return 200
+        if kind == "garbage":
+            self.send_bytes(200, b"<html>not json</html>", "text/html")
+            return 200
+        if kind == "json":
+            status = fault.get("status", 200)
+            self.send_bytes(status, json_bytes(fault["body"]), headers=fault.get("headers"))
+            return status
+        if kind == "raw":
+            self.send_raw(fault)
+            return fault["status"]
+        return self.send_status_fault(fault)
+
+    def perform_upload_quietly(self, body):
+        try:
+            return self.perform_upload(body)
+        except UploadError:
+            return None
+
+    def send_truncated(self, answer):
+        body = json_bytes(answer)
+        self.close_connection = True
+        self.send_response(200)
+        self.send_header("x-ik-requestId", str(uuid.uuid4()))
+        self.send_header("Content-Type", JSON_TYPE)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body[:len(body) // 2])
+        self.wfile.flush()
+
+    def send_raw(self, fault):
+        body = base64.b64decode(fault.get("body_b64", ""))
+        headers = {k.lower(): (k, str(v)) for k, v in fault.get("headers", {}).items()}
+        headers.setdefault("content-length", ("Content-Length", str(len(body))))
+        if headers.get("connection", ("", ""))[1].lower() == "close":
+            self.close_connection = True
+        self.send_response_only(fault["status"], fault.get("reason"))
+        for key, value in headers.values():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(body)
+        self.wfile.flush()
+
+    def send_status_fault(self, fault):
+        status = fault["status"]
+        headers = {}
+        if status == 429:
+            headers = {"X-RateLimit-Limit": "10", "X-RateLimit-Reset": "1000",
+                       "X-RateLimit-Interval": "1000"}
+        lower = {k.lower() for k in fault.get("headers", {})}
+        headers = {k: v for k, v in headers.items() if k.lower() not in lower}
+        headers.update(fault.get("headers", {}))
+        body = fault.get("body")
+        if body is None:
+            reason = self.responses.get(status, ("Error",))[0]
+            body = {"message": reason, "help": ""}
+        data = body.encode("utf-8") if isinstance(body, str) else json_bytes(body)
+        self.send_bytes(status, data, headers=headers)
+        return status
+
+
+def latency_sleep(ms):
+    if ms:
+        time.sleep(ms / 1000.0)
+
+
+def check_auth(header, private_key, state):
+    """Check HTTP Basic auth; raise 401/403; return True (auth is present)."""
+    user = basic_auth_user(header, private_key)
+    if not user:
+        state.auth_failed()
+        raise UploadError(401, "Your request does not contain private API key.")
+    if not hmac.compare_digest(user.encode("utf-8"), private_key.encode("utf-8")):
+        state.auth_failed()
+        raise UploadError(403, "Your account cannot be authenticated.")
+    return True
+
+
+def basic_auth_user(header, private_key):
+    """The user part of a Basic Authorization header, or None if unusable.
+
+    Besides base64("key:password") the spec allows the raw key after "Basic".
+    """
+    if not header:
+        return None
+    scheme, _, credentials = header.strip().partition(" ")
+    credentials = credentials.strip()
+    if scheme.lower() != "basic" or not credentials:
+        return None
+    try:
+        decoded = base64.b64decode(credentials, validate=True).decode("utf-8")
+    except (binascii.Error, ValueError):
+        decoded = None
+    if decoded is not None and ":" in decoded:
+        return decoded.split(":", 1)[0]
+    if hmac.compare_digest(credentials.encode("utf-8"), private_key.encode("utf-8")):
+        return credentials
+    return None
+
+
+def process_upload(state, settings, parts, auth_present):
+    """Validate the parsed multipart request, store the file, build the answer."""
+    fields = {}
+    file_part = None
+    for part in parts:
+        if part.name == "file":
+            if file_part is None:
+                file_part = part
+        else:
+            fields[part.name] = part.text()
+    if auth_present and any(k in fields for k in CLIENT_AUTH_FIELDS):
+        raise bad_request("Your request contains both signature and basic auth parameter. "
+                          "Use only one method, you might be exposing your private API key.")
+    if file_part is None:
+        raise bad_request("Missing file parameter for upload")
+    if not fields.get("fileName"):
+        raise bad_request("Missing fileName parameter for upload")
+    flags = parse_booleans(fields)
+    transformation = parse_json_field(fields, "transformation")
+    if "transformation" in fields:
+        check_transformation(transformation)
+    custom_metadata = parse_json_field(fields, "customMetadata")
+    if "customMetadata" in fields and not isinstance(custom_metadata, dict):
+        raise bad_request("Your request contains invalid customMetadata parameter. "
+                          "It must be a JSON object.")
+    extensions = parse_json_field(fields, "extensions")
+    if "extensions" in fields and not (isinstance(extensions, list) and all(
+            isinstance(e, dict) and isinstance(e.get("name"), str) for e in extensions)):
+        raise bad_request("Your request contains invalid extensions parameter.")
+    tags = parse_tags(fields)
+    wanted = parse_response_fields(fields)
+    check_custom_coordinates(fields)
+
+    max_size = settings["max_file_size"]
+    data, source = resolve_file(file_part, max_size)
+    if not data:
+        raise bad_request("Your request contains invalid file parameter. The file is empty.")
+    if len(data) > max_size:
+        raise bad_request("File size exceeds the maximum allowed limit of %d bytes. "
+                          "Your request contains invalid file parameter. "
+                          "The file size exceeds limits." % max_size)
+    kind, width, height = image_size(data)
+    if transformation and (transformation.get("pre") or transformation.get("post")) \
+            and kind is None and not is_video(data):
+        raise bad_request("The file could not be uploaded because transformations are "
+                          "supported only for image and video files.")
+
+    sha256 = hashlib.sha256(data).hexdigest()
+    record = {
+        "fileName": fields["fileName"],
+        "folder": fields.get("folder"),
+        "sha256": sha256,
+        "size": len(data),
+        "useUniqueFileName": fields.get("useUniqueFileName"),
+        "transformation": fields.get("transformation"),
+        "fields": dict(fields),
+        "file_source": source,
+        "file_part_filename": file_part.filename,
+        "file_part_content_type": file_part.content_type,
+        "width": width,
+        "height": height,
+    }
+    name, path, meta = state.store(normalize_folder(fields.get("folder", "/")),
+                                   sanitize_file_name(fields["fileName"]),
+                                   flags["useUniqueFileName"], flags["overwriteFile"],
+                                   sha256, record)
+    answer = {
+        "fileId": meta["fileId"],
+        "name": name,
+        "size": len(data),
+        "versionInfo": {"id": meta["versionId"], "name": "Version %d" % meta["version"]},
+        "filePath": path,
+        "url": state.url_endpoint + path,
+        "fileType": "image" if kind else "non-image",
+    }
+    if width is not None and height is not None:
+        answer["height"] = height
+        answer["width"] = width
+    answer.update({
+        "thumbnailUrl": state.url_endpoint + "/tr:n-ik_ml_thumbnail" + path,
+        "AITags": None,
+        "isPrivateFile": flags["isPrivateFile"],
+        "tags": tags,
+        "description": fields.get("description"),
+    })
+    if custom_metadata is not None or "customMetadata" in wanted:
+        answer["customMetadata"] = custom_metadata or {}
+    if "isPublished" in wanted:
+        answer["isPublished"] = flags["isPublished"]
+    if "customCoordinates" in wanted:
+        answer["customCoordinates"] = fields.get("customCoordinates") or None
+    if extensions:
+        answer["extensionStatus"] = {e["name"]: "success" for e in extensions
+                                     if e["name"] in EXTENSION_NAMES}
+    return answer
+
+
+def fake_upload_answer(state):
+    """A plausible Upload answer for faults that need one without an upload."""
+    file_id = secrets.token_hex(12)
+    name = unique_name("truncated.png")
+    return {
+        "fileId": file_id, "name": name, "size": 1234,
+        "versionInfo": {"id": file_id, "name": "Version 1"},
+        "filePath": "/" + name, "url": state.url_endpoint + "/" + name,
+        "fileType": "image", "height": 64, "width": 64,
+        "thumbnailUrl": state.url_endpoint + "/tr:n-ik_ml_thumbnail/" + name,
+        "AITags": None, "isPrivateFile": False, "tags": None, "description": None,
+    }
+
+
+# --------------------------------------------------------------------------
+# Main
+# --------------------------------------------------------------------------
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description="Local stand-in for ImageKit's upload API.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--private-key", required=True)
+    parser.add_argument("--url-endpoint", required=True)
+    parser.add_argument("--port-file", required=True)
+    parser.add_argument("--max-file-size", type=int, default=26214400)
+    parser.add_argument("--latency-ms", type=float, default=0)
+    parser.add_argument("--verbose", action="store_true")
+    return parser.parse_args(argv)
+
+
+def write_port_file(path, port):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write("%d\n" % port)
+        f.flush()
+        os.fsync(f.fileno())
+    os.rename(tmp, path)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    state = State(args.private_key, args.latency_ms, args.max_file_size, args.url_endpoint)
+    server = StandinServer((args.host, args.port), state, args.verbose)
+    port = server.server_address[1]
+    write_port_file(args.port_file, port)
+    print("imagekit stand-in listening on http://%s:%d" % (args.host, port), flush=True)
+
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
+                              daemon=True)
+    thread.start()
+    while not stop.wait(1.0):
+        pass
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=5)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+# Shared shell functions for test/run-tests.sh, test/demo.sh and benchmarks.
+# Source it; it defines functions and a few variables, and runs nothing.
+
+IK_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+IK_PG_BIN=${IK_PG_BIN:-/usr/lib/postgresql/15/bin}
+IK_DEPS="postgresql-15 postgresql-server-dev-15 libcurl4-openssl-dev libjson-c-dev libipc-run-perl pkg-config make gcc python3 perl"
+
+ik_log() { printf '==> %s\n' "$*" >&2; }
+
+# Install the Debian packages the build and the tests need, if missing.
+ik_install_deps() {
+	local missing=() p
+	for p in $IK_DEPS; do
+		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+	done
+	[ ${#missing[@]} -eq 0 ] && return 0
+	if [ "$(id -u)" -ne 0 ]; then
+		echo "missing packages: ${missing[*]}; run this as root to install them" >&2
+		return 1
+	fi
+	ik_log "installing ${missing[*]}"
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# Build and install the extension into the PostgreSQL installation.
+ik_build_install() {
+	ik_log "building and installing imagekit_ext"
+	make -C "$IK_ROOT" -s PG_CONFIG="$IK_PG_BIN/pg_config" ${IK_MAKE_FLAGS:-} >/dev/null
+	make -C "$IK_ROOT" -s PG_CONFIG="$IK_PG_BIN/pg_config" ${IK_MAKE_FLAGS:-} install >/dev/null
+}
+
+# Run a command as the unprivileged postgres user (PostgreSQL refuses root).
+ik_as_postgres() {
+	if [ "$(id -u)" -eq 0 ]; then
+		runuser -u postgres -- env PATH="$IK_PG_BIN:$PATH" "$@"
+	else
+		env PATH="$IK_PG_BIN:$PATH" "$@"
+	fi
+}
+
+# A scratch directory the postgres user can write.
+ik_workdir() {
+	local d
+	d=$(mktemp -d "${TMPDIR:-/tmp}/imagekit_ext.XXXXXX")
+	chmod 755 "$d"
+	[ "$(id -u)" -eq 0 ] && chown postgres: "$d"
+	echo "$d"
+}
+
+# ik_start_standin DIR KEY: start the stand-in ImageKit in the background;
+# sets IK_STANDIN_PID and IK_STANDIN_PORT.
+ik_start_standin() {
+	local dir=$1 key=$2 i
+	ik_as_postgres python3 "$IK_ROOT/test/imagekit_standin.py" --host 127.0.0.1 --port 0 \
+		--private-key "$key" --url-endpoint https://ik.imagekit.io/demo \
+		--port-file "$dir/standin.port" >"$dir/standin.log" 2>&1 &
+	IK_STANDIN_PID=$!
+	for i in $(seq 1 100); do
+		[ -s "$dir/standin.port" ] && break
+		sleep 0.1
+	done
+	IK_STANDIN_PORT=$(cat "$dir/standin.port" 2>/dev/null) || { cat "$dir/standin.log" >&2; return 1; }
+}
+
+# ik_start_cluster DIR PORT CONF...: initdb and start a throwaway cluster
+# listening on a Unix socket in DIR; extra lines go into postgresql.conf.
+ik_start_cluster() {
+	local dir=$1 port=$2
+	shift 2
+	ik_as_postgres initdb -D "$dir/data" -A trust -U postgres >/dev/null
+	{
+		echo "listen_addresses = ''"
+		echo "unix_socket_directories = '$dir'"
+		echo "port = $port"
+		printf '%s\n' "$@"
+	} | ik_as_postgres tee -a "$dir/data/postgresql.conf" >/dev/null
+	ik_as_postgres pg_ctl -D "$dir/data" -l "$dir/server.log" -w start >/dev/null
+}
+
+ik_stop_cluster() {
+	ik_as_postgres pg_ctl -D "$1/data" -m fast -w stop >/dev/null 2>&1 || true
+}
