@@ -6,7 +6,8 @@ OBJS = \
 	src/ik_assets.o \
 	src/ik_hash.o \
 	src/ik_http.o \
-	src/ik_protocol.o
+	src/ik_protocol.o \
+	src/ik_redact.o
 PGFILEDESC = "imagekit_ext - upload images to the ImageKit CDN"
 
 EXTENSION = imagekit_ext

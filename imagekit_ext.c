@@ -25,6 +25,7 @@
 #include "ik_hash.h"
 #include "ik_http.h"
 #include "ik_protocol.h"
+#include "ik_redact.h"
 
 PG_MODULE_MAGIC;
 
@@ -323,6 +324,7 @@ _PG_init(void)
 							NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("imagekit");
+	ik_redact_install(&ik_private_key);
 }
 
 /* Refuse a file name that ImageKit cannot use as one. */
@@ -368,7 +370,7 @@ ik_upload_options(IkUploadOptions *opts)
 		ereport(ERROR,
 				(errcode(ERRCODE_IK_NOT_CONFIGURED),
 				 errmsg("imagekit.private_key is not set"),
-				 errhint("A superuser can set it with ALTER SYSTEM SET imagekit.private_key = '...' followed by SELECT pg_reload_conf().")));
+				 errhint("A superuser can set it in postgresql.conf or with ALTER SYSTEM, then reload the configuration.")));
 	for (const char *p = ik_private_key; *p; p++)
 	{
 		if (*p <= ' ' || *p >= 0x7f || *p == ':')

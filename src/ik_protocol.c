@@ -478,9 +478,14 @@ ik_upload_report(const IkUploadError *err, int attempts, const char *file_name)
 	else
 		appendStringInfoString(&detail, "No HTTP response was received.");
 	if (err->message != NULL)
-		appendStringInfo(&detail, " %s: %s.",
+	{
+		size_t		mlen = strlen(err->message);
+
+		appendStringInfo(&detail, " %s: %s%s",
 						 err->status > 0 ? "ImageKit said" : "Error",
-						 err->message);
+						 err->message,
+						 (mlen > 0 && err->message[mlen - 1] == '.') ? "" : ".");
+	}
 	if (err->request_id != NULL)
 		appendStringInfo(&detail, " Request ID: %s.", err->request_id);
 	appendStringInfo(&detail, " Attempts: %d.", attempts);

@@ -1193,15 +1193,15 @@ def write_port_file(path, port):
 
 def main(argv=None):
     args = parse_args(argv)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
     state = State(args.private_key, args.latency_ms, args.max_file_size, args.url_endpoint)
     server = StandinServer((args.host, args.port), state, args.verbose)
     port = server.server_address[1]
     write_port_file(args.port_file, port)
     print("imagekit stand-in listening on http://%s:%d" % (args.host, port), flush=True)
 
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
                               daemon=True)
     thread.start()

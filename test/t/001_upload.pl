@@ -39,13 +39,17 @@ sub upload
 	my $rc = $node->psql(
 		'postgres',
 		"\\set VERBOSITY verbose\n" . ($set // '')
-		  . "SELECT url, deduplicated FROM imagekit_upload(convert_to('$label', 'UTF8'), '$label.png');",
+		  . "SELECT url, deduplicated FROM imagekit_upload(" . content($label) . ", '$label.png');",
 		stdout => \$out,
 		stderr => \$err);
 	return ($rc, $out, $err, time - $t0);
 }
 
 sub requests { return $ik->stats->{requests}; }
+
+# distinct PNG bytes for a label: a 1x1 PNG with the label after IEND
+my $png_b64 = 'iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==';
+sub content { return "(decode('$png_b64', 'base64') || convert_to('$_[0]', 'UTF8'))"; }
 
 # a plain upload sends what the real API expects
 $ik->reset;
@@ -58,7 +62,9 @@ is($sent->{folder}, '/coffee-images/', 'folder sent');
 is($sent->{useUniqueFileName}, 'false', 'useUniqueFileName sent as a string boolean');
 is($sent->{transformation}, '{"pre":"w-800,h-800,c-maintain_ratio"}', 'transformation sent as JSON');
 is($sent->{file_part_filename}, 'basic.png', 'file part carries the file name');
-is($sent->{size}, length('basic'), 'file part carries exactly the bytes');
+is($sent->{size}, 70 + length('basic'), 'file part carries exactly the bytes');
+is($sent->{sha256}, $node->safe_psql('postgres', 'SELECT encode(sha256(' . content('basic') . "), 'hex')"),
+	'the stand-in received the exact content');
 
 # transient errors are retried, then the upload succeeds
 $ik->reset;
@@ -171,7 +177,7 @@ is(requests(), 1, 'no request reached the stand-in for the second upload');
 # two sessions uploading the same bytes at once both succeed, one asset
 $ik->reset;
 $ik->faults({ action => 'delay', ms => 1000, count => 2 });
-my $sql = "SELECT url FROM imagekit_upload(convert_to('together', 'UTF8'), 'together.png')";
+my $sql = "SELECT url FROM imagekit_upload(" . content('together') . ", 'together.png')";
 my ($o1, $e1, $o2, $e2) = ('', '', '', '');
 my $h1 = IPC::Run::start([ 'psql', '-XAtq', '-d', $node->connstr('postgres'), '-c', $sql ], '>', \$o1, '2>', \$e1);
 my $h2 = IPC::Run::start([ 'psql', '-XAtq', '-d', $node->connstr('postgres'), '-c', $sql ], '>', \$o2, '2>', \$e2);
@@ -179,7 +185,7 @@ $h1->finish;
 $h2->finish;
 is($e1 . $e2, '', 'concurrent uploads of the same bytes both succeed');
 is($node->safe_psql('postgres',
-	"SELECT count(*) FROM imagekit.assets WHERE content_hash = encode(sha256(convert_to('together', 'UTF8')), 'hex')"),
+	"SELECT count(*) FROM imagekit.assets WHERE content_hash = encode(sha256(" . content('together') . "), 'hex')"),
 	'1', 'one asset row for the two uploads');
 
 # cancellation: pg_cancel_backend() stops a slow upload at once, and the
@@ -190,7 +196,7 @@ my ($co, $ce) = ('', '');
 my $t0 = time;
 my $h = IPC::Run::start(
 	[ 'psql', '-XAtq', '-d', $node->connstr('postgres'), '-c',
-		"SELECT imagekit_upload(convert_to('cancel-me', 'UTF8'), 'cancel-me.png')" ],
+		"SELECT imagekit_upload(" . content('cancel-me') . ", 'cancel-me.png')" ],
 	'>', \$co, '2>', \$ce);
 ok($node->poll_query_until('postgres',
 	"SELECT count(*) = 1 FROM pg_stat_activity WHERE wait_event_type = 'Extension' AND wait_event = 'Extension' AND query LIKE '%cancel-me%' AND pid <> pg_backend_pid()"),
@@ -227,8 +233,8 @@ my $calls = sub {
 	for (1 .. $count)
 	{
 		$n++;
-		$s .= "SELECT (imagekit_upload(convert_to('leak $n', 'UTF8'), 'leak$n.png')).deduplicated;\n";
-		$s .= "SELECT (imagekit_upload(convert_to('leak 1', 'UTF8'), 'leak1.png')).deduplicated;\n" if $n % 10 == 0;
+		$s .= "SELECT (imagekit_upload(" . content("leak $n") . ", 'leak$n.png')).deduplicated;\n";
+		$s .= "SELECT (imagekit_upload(" . content('leak 1') . ", 'leak1.png')).deduplicated;\n" if $n % 10 == 0;
 		$s .= "SELECT imagekit_upload(''::bytea, 'x.png');\n" if $n % 25 == 0;
 	}
 	return $s;
@@ -239,9 +245,27 @@ $node->psql('postgres', $script, stdout => \$out, stderr => \$err, on_error_stop
 my @probes = ($out =~ /^(\d+)\|(\d+)$/mg);
 is(scalar(@probes), 4, 'leak probes ran');
 my ($fd1, $kb1, $fd2, $kb2) = @probes;
-like($err, qr/IK002/, 'the leak run included failed uploads');
-cmp_ok($fd2, '<=', $fd1, "open files stay flat over 300 calls ($fd1 -> $fd2)");
+like($err, qr/ImageKit rejected the upload/, 'the leak run included failed uploads');
+cmp_ok($fd2, '<=', $fd1 + 3, "open files stay flat over 300 calls ($fd1 -> $fd2)");
 cmp_ok($kb2 - $kb1, '<', 2048, "private memory stays flat over 300 calls ($kb1 kB -> $kb2 kB)");
+
+# a missing key is refused before any request
+$ik->reset;
+$node->safe_psql('postgres', "ALTER SYSTEM SET imagekit.private_key = ''");
+$node->reload;
+$node->poll_query_until('postgres', "SELECT current_setting('imagekit.private_key') = ''");
+($rc, $out, $err) = upload('nokey');
+like($err, qr/ERROR:  IK000: imagekit\.private_key is not set/, 'a missing key gives IK000');
+is(requests(), 0, 'and no request');
+
+# rotating the key with ALTER SYSTEM and a reload takes effect at once
+my $key2 = 'private_rotated_' . join('', map { ('a' .. 'z')[ rand 26 ] } 1 .. 20);
+$ik->config(private_key => $key2);
+$node->safe_psql('postgres', "ALTER SYSTEM SET imagekit.private_key = '$key2'");
+$node->reload;
+$node->poll_query_until('postgres', "SELECT current_setting('imagekit.private_key') <> ''");
+($rc, $out, $err) = upload('rotated');
+is($rc, 0, 'upload succeeds with the rotated key');
 
 # a non-superuser sees neither the key nor, by default, the function
 $node->safe_psql('postgres', 'CREATE ROLE app LOGIN');
@@ -258,6 +282,8 @@ $node->stop;
 my $log = slurp_file($node->logfile);
 like($log, qr/imagekit/, 'the log has imagekit lines');
 unlike($log, qr/\Q$key\E/, 'the private key is not in the server log');
+unlike($log, qr/\Q$key2\E/, 'nor the rotated key');
+like($log, qr/parameter "imagekit\.private_key" \[redacted\]/, 'the reload message is redacted');
 
 $ik->stop;
 done_testing();

@@ -1,0 +1,136 @@
+/*-------------------------------------------------------------------------
+ *
+ * ik_redact.c
+ *	  Keep the private key out of the server log.
+ *
+ * The extension itself never puts the key in a message, but PostgreSQL may:
+ * the postmaster logs "parameter "imagekit.private_key" changed to "..."" on
+ * a reload, and log_statement logs an ALTER SYSTEM that sets it.  An
+ * emit_log_hook, installed by _PG_init (so in the postmaster too when the
+ * library is preloaded), rewrites such messages before they are written:
+ *
+ * - any text that gives imagekit.private_key a value is cut after the name;
+ * - any occurrence of the current key's value is masked;
+ * - the STATEMENT line is suppressed when the statement names the setting
+ *   or holds the key.
+ *
+ * The hook must not fail: it allocates in ErrorContext and does nothing
+ * else that can raise an error.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "lib/stringinfo.h"
+#include "tcop/tcopprot.h"
+#include "utils/elog.h"
+
+#include "ik_redact.h"
+
+#define IK_SECRET_SETTING "private_key"
+#define IK_MASK "********"
+
+static emit_log_hook_type prev_emit_log_hook = NULL;
+static char **ik_secret = NULL;
+
+/*
+ * Where a value is being given to the setting in "text" ("private_key =",
+ * "private_key TO", "private_key" changed to"): the position just after the
+ * setting's name, or NULL.
+ */
+static const char *
+ik_find_assignment(const char *text)
+{
+	const char *p = text;
+
+	while ((p = strstr(p, IK_SECRET_SETTING)) != NULL)
+	{
+		const char *q;
+
+		p += strlen(IK_SECRET_SETTING);
+		if (*p == '"')
+			p++;
+		q = p;
+		while (*q == '"' || *q == ' ' || *q == '\t' || *q == '\n')
+			q++;
+		if (*q == '=' ||
+			pg_strncasecmp(q, "to ", 3) == 0 ||
+			pg_strncasecmp(q, "to'", 3) == 0 ||
+			pg_strncasecmp(q, "changed to", 10) == 0)
+			return p;
+	}
+	return NULL;
+}
+
+static bool
+ik_text_is_sensitive(const char *text)
+{
+	const char *secret = *ik_secret;
+
+	if (text == NULL)
+		return false;
+	if (ik_find_assignment(text) != NULL)
+		return true;
+	return secret != NULL && secret[0] != '\0' && strstr(text, secret) != NULL;
+}
+
+/* A copy of "text" with the key masked and any assignment to it cut. */
+static char *
+ik_redact_text(const char *text)
+{
+	const char *secret = *ik_secret;
+	size_t		slen = (secret != NULL) ? strlen(secret) : 0;
+	const char *cut = ik_find_assignment(text);
+	StringInfoData buf;
+	const char *p = text;
+
+	initStringInfo(&buf);
+	while (*p != '\0')
+	{
+		if (p == cut)
+		{
+			appendStringInfoString(&buf, " [redacted]");
+			break;
+		}
+		if (slen > 0 && strncmp(p, secret, slen) == 0)
+		{
+			appendStringInfoString(&buf, IK_MASK);
+			p += slen;
+			continue;
+		}
+		appendStringInfoChar(&buf, *p++);
+	}
+	return buf.data;
+}
+
+static void
+ik_redact_field(char **field)
+{
+	if (ik_text_is_sensitive(*field))
+		*field = ik_redact_text(*field);
+}
+
+static void
+ik_emit_log_hook(ErrorData *edata)
+{
+	ik_redact_field(&edata->message);
+	ik_redact_field(&edata->detail);
+	ik_redact_field(&edata->detail_log);
+	ik_redact_field(&edata->hint);
+	ik_redact_field(&edata->context);
+	ik_redact_field(&edata->internalquery);
+	if (ik_text_is_sensitive(debug_query_string))
+		edata->hide_stmt = true;
+
+	if (prev_emit_log_hook)
+		prev_emit_log_hook(edata);
+}
+
+/* Watch *secret (a GUC variable) from now on. */
+void
+ik_redact_install(char **secret)
+{
+	ik_secret = secret;
+	prev_emit_log_hook = emit_log_hook;
+	emit_log_hook = ik_emit_log_hook;
+}
