@@ -62,3 +62,9 @@ SET imagekit.max_file_size = 1;
 SELECT imagekit_upload('\x0102'::bytea, 'a.png');
 RESET imagekit.max_file_size;
 \set VERBOSITY default
+
+-- several uploads in one statement each keep their own answer
+SELECT n, r.name, r.url, r.deduplicated
+FROM generate_series(1, 4) AS n, img,
+     LATERAL imagekit_upload(png || int4send(n), 'multi-' || n || '.png') AS r
+ORDER BY n;

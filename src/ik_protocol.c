@@ -153,15 +153,20 @@ ik_upload_request(const IkUploadOptions *opts, const char *data, size_t len,
 }
 
 /*
- * Validate UTF-8 text from the wire and convert it to the server encoding.
- * NULL if it is not valid UTF-8 (or holds a NUL byte).
+ * Validate UTF-8 text from the wire and convert it to the server encoding,
+ * always into a fresh palloc'd string.  NULL if it is not valid UTF-8 (or
+ * holds a NUL byte).
  */
 char *
 ik_utf8_to_server(const char *s, size_t len)
 {
+	char	   *converted;
+
 	if (!pg_verify_mbstr(PG_UTF8, s, (int) len, true))
 		return NULL;
-	return pg_any_to_server(s, (int) len, PG_UTF8);
+	converted = pg_any_to_server(s, (int) len, PG_UTF8);
+	/* without a conversion, that is the input: copy it out of json-c */
+	return (converted == s) ? pnstrdup(s, len) : converted;
 }
 
 /* Parse a whole body as one JSON object, or return NULL. */
