@@ -7,11 +7,15 @@ OBJS = \
 	src/ik_hash.o \
 	src/ik_http.o \
 	src/ik_protocol.o \
-	src/ik_redact.o
+	src/ik_queue.o \
+	src/ik_redact.o \
+	src/ik_shmem.o \
+	src/ik_source.o \
+	src/ik_worker.o
 PGFILEDESC = "imagekit_ext - upload images to the ImageKit CDN"
 
 EXTENSION = imagekit_ext
-DATA = sql/imagekit_ext--1.0.sql
+DATA = sql/imagekit_ext--1.0.sql sql/imagekit_ext--1.0--1.1.sql
 
 PG_CPPFLAGS = -I$(srcdir)/src $(shell pkg-config --cflags libcurl json-c)
 SHLIB_LINK = $(shell pkg-config --libs libcurl json-c)

@@ -20,35 +20,47 @@
 #include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/timestamp.h"
 
 #include "ik_assets.h"
 #include "ik_hash.h"
 #include "ik_http.h"
 #include "ik_protocol.h"
 #include "ik_redact.h"
+#include "ik_settings.h"
+#include "ik_shmem.h"
+#include "ik_worker.h"
 
 PG_MODULE_MAGIC;
 
 #define IK_MAX_FILE_NAME_LEN 255
 
 /* settings; see README.md */
-static char *ik_private_key = NULL;
+char	   *ik_private_key = NULL;
 static char *ik_public_key = NULL;
 static char *ik_url_endpoint = NULL;
-static char *ik_upload_endpoint = NULL;
+char	   *ik_upload_endpoint = NULL;
 static char *ik_folder = NULL;
 static bool ik_use_unique_file_name = true;
 static char *ik_transformation = NULL;
-static int	ik_max_retries = 3;
-static int	ik_retry_base_delay = 500;
-static int	ik_retry_max_delay = 30000;
-static int	ik_timeout = 30000;
-static int	ik_connect_timeout = 5000;
-static int	ik_max_file_size = 25 * 1024 * 1024;
+int			ik_max_retries = 3;
+int			ik_retry_base_delay = 500;
+int			ik_retry_max_delay = 30000;
+int			ik_timeout = 30000;
+int			ik_connect_timeout = 5000;
+int			ik_max_file_size = 25 * 1024 * 1024;
+char	   *ik_database = NULL;
+bool		ik_enabled = true;
+int			ik_workers = 1;
+int			ik_max_concurrent_uploads = 16;
+int			ik_batch_size = 64;
+int			ik_lease_timeout = 300000;
 
 void		_PG_init(void);
 
 PG_FUNCTION_INFO_V1(imagekit_upload);
+PG_FUNCTION_INFO_V1(imagekit_wake_worker_on_commit);
+PG_FUNCTION_INFO_V1(imagekit_stats);
 
 static bool
 ik_is_loopback_host(const char *host)
@@ -323,8 +335,64 @@ _PG_init(void)
 							GUC_UNIT_BYTE,
 							NULL, NULL, NULL);
 
+	DefineCustomStringVariable("imagekit.database",
+							   gettext_noop("Database the background worker drains the queue of."),
+							   NULL,
+							   &ik_database,
+							   "postgres",
+							   PGC_SIGHUP,
+							   0,
+							   NULL, NULL, NULL);
+	DefineCustomBoolVariable("imagekit.enabled",
+							 gettext_noop("Whether the background worker processes the queue; off pauses it."),
+							 NULL,
+							 &ik_enabled,
+							 true,
+							 PGC_SIGHUP,
+							 0,
+							 NULL, NULL, NULL);
+	DefineCustomIntVariable("imagekit.workers",
+							gettext_noop("Number of background worker processes."),
+							NULL,
+							&ik_workers,
+							1, 0, IK_MAX_WORKERS,
+							PGC_POSTMASTER,
+							0,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("imagekit.max_concurrent_uploads",
+							gettext_noop("HTTP requests (downloads and uploads) a worker has in flight at once."),
+							NULL,
+							&ik_max_concurrent_uploads,
+							16, 1, 1000,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("imagekit.batch_size",
+							gettext_noop("Jobs a worker claims per step."),
+							NULL,
+							&ik_batch_size,
+							64, 1, 10000,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("imagekit.lease_timeout",
+							gettext_noop("How long a claimed job stays reserved for its worker."),
+							gettext_noop("A job whose worker died is claimed again after this."),
+							&ik_lease_timeout,
+							300000, 1000, 86400000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
 	MarkGUCPrefixReserved("imagekit");
 	ik_redact_install(&ik_private_key);
+	ik_shmem_init();
+
+	if (process_shared_preload_libraries_in_progress)
+	{
+		for (int i = 0; i < ik_workers; i++)
+			ik_worker_register(i);
+	}
 }
 
 /* Refuse a file name that ImageKit cannot use as one. */
@@ -363,7 +431,7 @@ ik_validate_file_name(const char *name)
 }
 
 /* Upload options from the settings; refuse a configuration that can't work. */
-static void
+void
 ik_upload_options(IkUploadOptions *opts)
 {
 	if (ik_private_key == NULL || ik_private_key[0] == '\0')
@@ -463,6 +531,40 @@ imagekit_upload(PG_FUNCTION_ARGS)
 	values[7] = CStringGetTextDatum(hash);
 	values[8] = BoolGetDatum(dedup);
 
+	tupdesc = BlessTupleDesc(tupdesc);
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
+}
+
+/*
+ * imagekit.wake_worker_on_commit(): called by the enqueue triggers, so that
+ * the workers start at once when the transaction that queued jobs commits.
+ */
+Datum
+imagekit_wake_worker_on_commit(PG_FUNCTION_ARGS)
+{
+	ik_wake_on_commit();
+	PG_RETURN_VOID();
+}
+
+/* imagekit.stats(): the counters in shared memory. */
+Datum
+imagekit_stats(PG_FUNCTION_ARGS)
+{
+	TupleDesc	tupdesc;
+	Datum		values[8];
+	bool		nulls[8];
+
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	memset(nulls, false, sizeof(nulls));
+	values[0] = Int64GetDatum((int64) ik_shmem_counter(IK_STAT_UPLOADS));
+	values[1] = Int64GetDatum((int64) ik_shmem_counter(IK_STAT_UPLOAD_BYTES));
+	values[2] = Int64GetDatum((int64) ik_shmem_counter(IK_STAT_DEDUP_HITS));
+	values[3] = Int64GetDatum((int64) ik_shmem_counter(IK_STAT_RETRIES));
+	values[4] = Int64GetDatum((int64) ik_shmem_counter(IK_STAT_FALLBACKS));
+	values[5] = Int64GetDatum((int64) ik_shmem_counter(IK_STAT_DOWNLOADS));
+	values[6] = Int64GetDatum((int64) ik_shmem_counter(IK_STAT_DOWNLOAD_BYTES));
+	values[7] = Int32GetDatum((int32) ik_shmem_in_flight());
 	tupdesc = BlessTupleDesc(tupdesc);
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
 }

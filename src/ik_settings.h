@@ -1,0 +1,35 @@
+/*-------------------------------------------------------------------------
+ *
+ * ik_settings.h
+ *	  The imagekit.* settings, defined in imagekit_ext.c.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef IK_SETTINGS_H
+#define IK_SETTINGS_H
+
+#include "ik_protocol.h"
+
+#define IK_MAX_WORKERS 16
+
+/* upload client */
+extern char *ik_private_key;
+extern char *ik_upload_endpoint;
+extern int	ik_max_file_size;
+extern int	ik_timeout;
+extern int	ik_connect_timeout;
+extern int	ik_max_retries;
+extern int	ik_retry_base_delay;
+extern int	ik_retry_max_delay;
+
+/* pipeline */
+extern char *ik_database;
+extern bool ik_enabled;
+extern int	ik_workers;
+extern int	ik_max_concurrent_uploads;
+extern int	ik_batch_size;
+extern int	ik_lease_timeout;
+
+extern void ik_upload_options(IkUploadOptions *opts);
+
+#endif							/* IK_SETTINGS_H */

@@ -1,0 +1,151 @@
+/*-------------------------------------------------------------------------
+ *
+ * ik_source.c
+ *	  Downloading source images: the request, and judging the answer.
+ *
+ * A source is fetched with GET over http or https only (redirects too, at
+ * most IK_SOURCE_MAX_REDIRECTS), with the size capped while reading, a
+ * whole-transfer timeout and a low-speed cut-off.  An answer is usable when
+ * it is a 2xx whose bytes are an image (sniffed from the content, not
+ * trusted from Content-Type): an HTML error page served with 200 is a
+ * permanent failure, as are 4xx answers and oversized bodies; connection
+ * trouble, 408, 429 and 5xx are worth retrying.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "ik_protocol.h"
+#include "ik_source.h"
+
+/* a source slower than this many bytes per second for 10 s is cut off */
+#define IK_SOURCE_LOW_SPEED_LIMIT	1024L
+#define IK_SOURCE_LOW_SPEED_TIME	10L
+
+IkHttpRequest *
+ik_source_request(const char *url, size_t max_size, long timeout_ms,
+				  long connect_timeout_ms)
+{
+	IkHttpRequest *req = ik_http_request_create(url, max_size);
+
+	ik_http_request_set_timeouts(req, timeout_ms, connect_timeout_ms);
+	curl_easy_setopt(req->easy, CURLOPT_FOLLOWLOCATION, 1L);
+	curl_easy_setopt(req->easy, CURLOPT_MAXREDIRS, (long) IK_SOURCE_MAX_REDIRECTS);
+	curl_easy_setopt(req->easy, CURLOPT_LOW_SPEED_LIMIT, IK_SOURCE_LOW_SPEED_LIMIT);
+	curl_easy_setopt(req->easy, CURLOPT_LOW_SPEED_TIME, IK_SOURCE_LOW_SPEED_TIME);
+	ik_http_request_add_header(req, "Accept: image/*");
+	return req;
+}
+
+/*
+ * The file extension for an image, from its first bytes; NULL when the bytes
+ * are not an image we know.  SVG is text, so it is taken on its declared
+ * type plus an <svg element.
+ */
+const char *
+ik_image_extension(const char *data, size_t len, const char *content_type)
+{
+	const unsigned char *d = (const unsigned char *) data;
+
+	if (len >= 8 && memcmp(d, "\x89PNG\r\n\x1a\n", 8) == 0)
+		return "png";
+	if (len >= 3 && d[0] == 0xFF && d[1] == 0xD8 && d[2] == 0xFF)
+		return "jpg";
+	if (len >= 6 && (memcmp(d, "GIF87a", 6) == 0 || memcmp(d, "GIF89a", 6) == 0))
+		return "gif";
+	if (len >= 12 && memcmp(d, "RIFF", 4) == 0 && memcmp(d + 8, "WEBP", 4) == 0)
+		return "webp";
+	if (len >= 12 && memcmp(d + 4, "ftyp", 4) == 0)
+	{
+		if (memcmp(d + 8, "avif", 4) == 0 || memcmp(d + 8, "avis", 4) == 0)
+			return "avif";
+		if (memcmp(d + 8, "heic", 4) == 0 || memcmp(d + 8, "heix", 4) == 0 ||
+			memcmp(d + 8, "mif1", 4) == 0)
+			return "heic";
+	}
+	if (len >= 4 && (memcmp(d, "II*\0", 4) == 0 || memcmp(d, "MM\0*", 4) == 0))
+		return "tiff";
+	if (len >= 2 && memcmp(d, "BM", 2) == 0)
+		return "bmp";
+	if (len >= 4 && memcmp(d, "\0\0\1\0", 4) == 0)
+		return "ico";
+	if (content_type != NULL &&
+		pg_strncasecmp(content_type, "image/svg+xml", 13) == 0 &&
+		memmem(data, Min(len, 4096), "<svg", 4) != NULL)
+		return "svg";
+	return NULL;
+}
+
+static bool
+ik_source_error_is_permanent(CURLcode rc)
+{
+	switch (rc)
+	{
+		case CURLE_UNSUPPORTED_PROTOCOL:
+		case CURLE_URL_MALFORMAT:
+		case CURLE_TOO_MANY_REDIRECTS:
+		case CURLE_FILESIZE_EXCEEDED:
+		case CURLE_PEER_FAILED_VERIFICATION:
+		case CURLE_SSL_CERTPROBLEM:
+		case CURLE_BAD_CONTENT_ENCODING:
+			return true;
+		default:
+			return false;
+	}
+}
+
+/*
+ * Judge a finished download.  On IK_SOURCE_OK, *ext is the image type; else
+ * *error says what went wrong, and *hint_ms the server's Retry-After.
+ */
+IkSourceOutcome
+ik_source_check(IkHttpRequest *req, size_t max_size, const char **ext,
+				char **error, long *hint_ms)
+{
+	char	   *content_type = NULL;
+
+	*ext = NULL;
+	*error = NULL;
+	*hint_ms = -1;
+
+	if (req->body_too_large)
+	{
+		*error = psprintf("source is larger than imagekit.max_file_size (%zu bytes)",
+						  max_size);
+		return IK_SOURCE_PERMANENT;
+	}
+	if (req->result != CURLE_OK)
+	{
+		*error = psprintf("could not download source: %s", ik_http_error_string(req));
+		return ik_source_error_is_permanent(req->result) ?
+			IK_SOURCE_PERMANENT : IK_SOURCE_RETRYABLE;
+	}
+	if (req->status == 408 || req->status == 429 || req->status >= 500)
+	{
+		*error = psprintf("source answered HTTP status %ld", req->status);
+		*hint_ms = ik_retry_hint_ms(ik_http_header(req, "Retry-After"), NULL);
+		return IK_SOURCE_RETRYABLE;
+	}
+	if (req->status < 200 || req->status >= 300)
+	{
+		*error = psprintf("source answered HTTP status %ld", req->status);
+		return IK_SOURCE_PERMANENT;
+	}
+	if (req->body_len == 0)
+	{
+		*error = pstrdup("source is empty");
+		return IK_SOURCE_PERMANENT;
+	}
+
+	curl_easy_getinfo(req->easy, CURLINFO_CONTENT_TYPE, &content_type);
+	*ext = ik_image_extension(req->body, req->body_len, content_type);
+	if (*ext == NULL)
+	{
+		char	   *ct = content_type ? ik_utf8_to_server(content_type, strlen(content_type)) : NULL;
+
+		*error = psprintf("source is not an image (Content-Type: %s)",
+						  ct ? ct : "none");
+		return IK_SOURCE_PERMANENT;
+	}
+	return IK_SOURCE_OK;
+}

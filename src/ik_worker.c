@@ -1,0 +1,580 @@
+/*-------------------------------------------------------------------------
+ *
+ * ik_worker.c
+ *	  The background worker that drains imagekit.jobs.
+ *
+ * Each worker owns a slot (its bgw_main_arg), connects to imagekit.database
+ * and loops:
+ *
+ *	1. one short transaction: record the jobs that finished, look up the
+ *	   content hashes that were just downloaded in imagekit.assets, claim
+ *	   more jobs if there is room;
+ *	2. outside any transaction: start downloads and uploads, never more than
+ *	   imagekit.max_concurrent_uploads HTTP requests at once, all on the
+ *	   process's one curl multi handle;
+ *	3. wait on the latch and the sockets (ik_http_pump) and move each
+ *	   finished request's job on.
+ *
+ * A job goes: download -> hash -> dedup (imagekit.assets, or another job in
+ * memory uploading the same bytes) -> upload as <sha256>.<ext> with
+ * useUniqueFileName=false (so a repeated upload replaces the same file) ->
+ * finished.  A failure is retried later by the queue (the job goes back
+ * with next_attempt_at in the future; the worker never sleeps on it), or
+ * falls back to the source URL when it is permanent or retries ran out.
+ * A 429 pauses the uploads of every worker until the server's reset time.
+ *
+ * Idle, the worker sleeps on its latch: a commit that queued jobs sets it
+ * (see ik_shmem.c), and the next due retry or lease expiry bounds the sleep.
+ * On a hot standby it waits for promotion.  Errors end the worker; the
+ * postmaster restarts it and it first gives back the jobs its slot held.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "access/xlog.h"
+#include "lib/ilist.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "tcop/tcopprot.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+#include "utils/wait_event.h"
+
+#include "ik_assets.h"
+#include "ik_http.h"
+#include "ik_queue.h"
+#include "ik_settings.h"
+#include "ik_shmem.h"
+#include "ik_source.h"
+#include "ik_worker.h"
+
+#define IK_IDLE_WAIT_MS 30000
+
+typedef enum IkPhase
+{
+	IK_PHASE_DOWNLOAD,			/* waiting for an HTTP slot to download */
+	IK_PHASE_DOWNLOADING,
+	IK_PHASE_HASHED,			/* downloaded; dedup not looked up yet */
+	IK_PHASE_UPLOAD,			/* waiting for an HTTP slot to upload */
+	IK_PHASE_UPLOADING,
+	IK_PHASE_WAITING,			/* another job uploads the same bytes */
+	IK_PHASE_FINISHED			/* outcome known, not recorded yet */
+} IkPhase;
+
+typedef struct IkJob
+{
+	IkQueueJob	q;				/* first: allocated by ik_queue_claim */
+	IkPhase		phase;
+	IkHttpRequest *download;	/* holds the bytes until the upload ends */
+	IkHttpRequest *upload;
+	const char *ext;
+	struct IkJob *leader;		/* in IK_PHASE_WAITING */
+	dlist_node	node;
+} IkJob;
+
+static int	ik_slot;
+static dlist_head ik_jobs = DLIST_STATIC_INIT(ik_jobs);
+static int	ik_njobs = 0;			/* in memory, finished ones included */
+static int	ik_nrequests = 0;		/* HTTP requests in flight */
+static MemoryContext ik_jobs_cxt;
+static bool ik_claim_wanted = true;
+static TimestampTz ik_next_due = 0; /* 0: nothing known to be due */
+
+void
+ik_worker_register(int slot)
+{
+	BackgroundWorker worker;
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	/* start on a hot standby too, and wait there for promotion */
+	worker.bgw_start_time = BgWorkerStart_ConsistentState;
+	worker.bgw_restart_time = 5;
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "imagekit_ext");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "ik_worker_main");
+	snprintf(worker.bgw_name, BGW_MAXLEN, "imagekit worker %d", slot);
+	snprintf(worker.bgw_type, BGW_MAXLEN, "imagekit worker");
+	worker.bgw_main_arg = Int32GetDatum(slot);
+	RegisterBackgroundWorker(&worker);
+}
+
+static void
+ik_job_finish(IkJob *job, IkJobResult result, const char *error, int status,
+			  long hint_ms)
+{
+	job->q.result = result;
+	job->q.http_status = status;
+	job->q.error = error ? MemoryContextStrdup(job->q.mcxt, error) : NULL;
+	if (result == IK_JOB_RETRY)
+	{
+		if (job->q.attempts + 1 > ik_max_retries)
+			job->q.result = IK_JOB_FALLBACK;
+		else
+		{
+			job->q.retry_delay_ms = ik_retry_delay_ms(job->q.attempts,
+													  ik_retry_base_delay,
+													  ik_retry_max_delay,
+													  hint_ms);
+			ik_shmem_count(IK_STAT_RETRIES, 1);
+		}
+	}
+	if (job->download)
+		ik_http_request_free(job->download);
+	if (job->upload)
+		ik_http_request_free(job->upload);
+	job->download = job->upload = NULL;
+	job->phase = IK_PHASE_FINISHED;
+}
+
+/* Jobs that wait on "leader" share its fate. */
+static void
+ik_job_finish_waiters(IkJob *leader)
+{
+	dlist_iter	it;
+
+	dlist_foreach(it, &ik_jobs)
+	{
+		IkJob	   *w = dlist_container(IkJob, node, it.cur);
+
+		if (w->phase != IK_PHASE_WAITING || w->leader != leader)
+			continue;
+		w->leader = NULL;
+		if (leader->q.result == IK_JOB_DONE)
+		{
+			w->q.url = MemoryContextStrdup(w->q.mcxt, leader->q.url);
+			w->q.dedup_hit = true;
+			ik_shmem_count(IK_STAT_DEDUP_HITS, 1);
+			ik_job_finish(w, IK_JOB_DONE, NULL, 0, -1);
+		}
+		else
+			ik_job_finish(w, leader->q.result == IK_JOB_RETRY ? IK_JOB_RETRY : IK_JOB_FALLBACK,
+						  leader->q.error, leader->q.http_status,
+						  leader->q.retry_delay_ms);
+	}
+}
+
+static void
+ik_job_start_download(IkJob *job)
+{
+	MemoryContext old = MemoryContextSwitchTo(job->q.mcxt);
+
+	job->download = ik_source_request(job->q.source_url, (size_t) ik_max_file_size,
+									  ik_timeout, ik_connect_timeout);
+	job->download->arg = job;
+	ik_http_start(job->download);
+	MemoryContextSwitchTo(old);
+	job->phase = IK_PHASE_DOWNLOADING;
+	ik_nrequests++;
+}
+
+static void
+ik_job_start_upload(IkJob *job)
+{
+	MemoryContext old = MemoryContextSwitchTo(job->q.mcxt);
+	IkUploadOptions opts;
+	char	   *name;
+
+	ik_upload_options(&opts);
+	/* named after the content, so a repeated upload replaces the same file */
+	opts.use_unique_file_name = false;
+	name = psprintf("%s.%s", job->q.hash, job->ext);
+	job->upload = ik_upload_request(&opts, job->download->body,
+									job->download->body_len, name);
+	job->upload->arg = job;
+	ik_http_start(job->upload);
+	MemoryContextSwitchTo(old);
+	job->phase = IK_PHASE_UPLOADING;
+	ik_nrequests++;
+}
+
+/* A configuration that cannot upload, as a message; NULL if it can. */
+static const char *
+ik_upload_config_problem(void)
+{
+	if (ik_private_key == NULL || ik_private_key[0] == '\0')
+		return "imagekit.private_key is not set";
+	if (ik_upload_endpoint == NULL || ik_upload_endpoint[0] == '\0')
+		return "imagekit.upload_endpoint is not set";
+	for (const char *p = ik_private_key; *p; p++)
+		if (*p <= ' ' || *p >= 0x7f || *p == ':')
+			return "imagekit.private_key contains characters that cannot be sent";
+	return NULL;
+}
+
+/* Start what waits for an HTTP slot, as long as there are slots. */
+static void
+ik_worker_start_requests(void)
+{
+	dlist_iter	it;
+	bool		paused = ik_shmem_paused_until() > GetCurrentTimestamp();
+	const char *problem = ik_upload_config_problem();
+
+	dlist_foreach(it, &ik_jobs)
+	{
+		IkJob	   *job = dlist_container(IkJob, node, it.cur);
+
+		if (ik_nrequests >= ik_max_concurrent_uploads)
+			break;
+		if (job->phase == IK_PHASE_DOWNLOAD)
+			ik_job_start_download(job);
+		else if (job->phase == IK_PHASE_UPLOAD && problem != NULL)
+		{
+			ik_job_finish(job, IK_JOB_RETRY, problem, 0, -1);
+			ik_job_finish_waiters(job);
+		}
+		else if (job->phase == IK_PHASE_UPLOAD && !paused)
+			ik_job_start_upload(job);
+	}
+	ik_shmem_set_in_flight(ik_slot, ik_nrequests);
+}
+
+static void
+ik_worker_download_done(IkJob *job)
+{
+	IkHttpRequest *req = job->download;
+	IkSourceOutcome outcome;
+	char	   *error;
+	long		hint_ms;
+
+	outcome = ik_source_check(req, (size_t) ik_max_file_size, &job->ext,
+							  &error, &hint_ms);
+	if (outcome != IK_SOURCE_OK)
+	{
+		ik_job_finish(job, outcome == IK_SOURCE_RETRYABLE ? IK_JOB_RETRY : IK_JOB_FALLBACK,
+					  error, (int) req->status, hint_ms);
+		return;
+	}
+	ik_shmem_count(IK_STAT_DOWNLOADS, 1);
+	ik_shmem_count(IK_STAT_DOWNLOAD_BYTES, req->body_len);
+	ik_sha256_hex(req->body, req->body_len, job->q.hash);
+	job->phase = IK_PHASE_HASHED;
+}
+
+static void
+ik_worker_upload_done(IkJob *job)
+{
+	IkUploadError err;
+	IkOutcome	outcome;
+	MemoryContext old = MemoryContextSwitchTo(job->q.mcxt);
+
+	outcome = ik_upload_parse(job->upload, &job->q.asset, &err);
+	MemoryContextSwitchTo(old);
+
+	switch (outcome)
+	{
+		case IK_OUTCOME_OK:
+			ik_shmem_count(IK_STAT_UPLOADS, 1);
+			ik_shmem_count(IK_STAT_UPLOAD_BYTES, job->download->body_len);
+			job->q.url = job->q.asset.url;
+			job->q.uploaded = true;
+			ik_job_finish(job, IK_JOB_DONE, NULL, 0, -1);
+			break;
+		case IK_OUTCOME_RETRYABLE:
+		case IK_OUTCOME_AUTH:
+			{
+				char	   *msg = psprintf("upload failed: %s%s%s",
+										   err.message ? err.message : "no message",
+										   err.request_id ? ", request ID " : "",
+										   err.request_id ? err.request_id : "");
+
+				if (err.status == 429)
+				{
+					long		pause = err.retry_hint_ms > 0 ? err.retry_hint_ms :
+					ik_retry_base_delay;
+
+					pause = Min(pause, ik_retry_max_delay);
+					ik_shmem_pause_until(TimestampTzPlusMilliseconds(GetCurrentTimestamp(), pause));
+				}
+				ik_job_finish(job, IK_JOB_RETRY, msg, (int) err.status, err.retry_hint_ms);
+				break;
+			}
+		default:
+			ik_job_finish(job, IK_JOB_FALLBACK,
+						  psprintf("ImageKit refused the upload: %s%s%s",
+								   err.message ? err.message : "no message",
+								   err.request_id ? ", request ID " : "",
+								   err.request_id ? err.request_id : ""),
+						  (int) err.status, -1);
+			break;
+	}
+	ik_job_finish_waiters(job);
+}
+
+/* Dedup a downloaded job: against jobs in memory, then imagekit.assets. */
+static void
+ik_worker_dedup(IkJob *job)
+{
+	dlist_iter	it;
+	MemoryContext old;
+
+	dlist_foreach(it, &ik_jobs)
+	{
+		IkJob	   *other = dlist_container(IkJob, node, it.cur);
+
+		if (other != job &&
+			(other->phase == IK_PHASE_UPLOAD || other->phase == IK_PHASE_UPLOADING) &&
+			strcmp(other->q.hash, job->q.hash) == 0)
+		{
+			job->leader = other;
+			job->phase = IK_PHASE_WAITING;
+			ik_http_request_free(job->download);
+			job->download = NULL;
+			return;
+		}
+	}
+
+	old = MemoryContextSwitchTo(job->q.mcxt);
+	if (ik_asset_lookup(job->q.hash, &job->q.asset))
+	{
+		job->q.url = job->q.asset.url;
+		job->q.dedup_hit = true;
+		ik_shmem_count(IK_STAT_DEDUP_HITS, 1);
+		ik_job_finish(job, IK_JOB_DONE, NULL, 0, -1);
+	}
+	else
+		job->phase = IK_PHASE_UPLOAD;
+	MemoryContextSwitchTo(old);
+}
+
+static void
+ik_worker_log_fallback(IkJob *job)
+{
+	ereport(WARNING,
+			(errmsg("imagekit: using the source URL for %s.%s row %s",
+					job->q.nspname, job->q.relname, job->q.row_key),
+			 errdetail_internal("URL: %s. HTTP status: %d. Error: %s. Attempts: %d.",
+								job->q.source_url, job->q.http_status,
+								job->q.error ? job->q.error : "none",
+								job->q.attempts + 1)));
+}
+
+/*
+ * The transaction of one loop: record finished jobs, dedup downloaded ones,
+ * claim more.  Finished jobs are freed after the commit.
+ */
+static void
+ik_worker_db_step(bool *installed, bool *released)
+{
+	dlist_mutable_iter it;
+	int			room;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, "imagekit: recording and claiming jobs");
+
+	*installed = ik_queue_installed();
+	if (*installed)
+	{
+		if (!*released)
+		{
+			ik_queue_release_worker(ik_slot);
+			*released = true;
+		}
+
+		dlist_foreach_modify(it, &ik_jobs)
+		{
+			IkJob	   *job = dlist_container(IkJob, node, it.cur);
+
+			if (job->phase == IK_PHASE_HASHED)
+				ik_worker_dedup(job);
+			if (job->phase != IK_PHASE_FINISHED)
+				continue;
+			ik_queue_finish(&job->q);
+			if (job->q.result == IK_JOB_FALLBACK)
+			{
+				ik_shmem_count(IK_STAT_FALLBACKS, 1);
+				ik_worker_log_fallback(job);
+			}
+		}
+
+		room = ik_max_concurrent_uploads;
+		dlist_foreach_modify(it, &ik_jobs)
+		{
+			IkJob	   *job = dlist_container(IkJob, node, it.cur);
+
+			if (job->phase != IK_PHASE_FINISHED)
+				room--;
+		}
+		if (ik_enabled && ik_claim_wanted && room > 0)
+		{
+			int			limit = Min(room, ik_batch_size);
+			List	   *claimed;
+			ListCell   *lc;
+
+			claimed = ik_queue_claim(ik_slot, limit, ik_lease_timeout,
+									 ik_jobs_cxt, sizeof(IkJob));
+			foreach(lc, claimed)
+			{
+				IkJob	   *job = (IkJob *) lfirst(lc);
+
+				job->phase = IK_PHASE_DOWNLOAD;
+				dlist_push_tail(&ik_jobs, &job->node);
+				ik_njobs++;
+			}
+			if (list_length(claimed) < limit)
+			{
+				/* the queue is drained for now: sleep until the next due job */
+				long		due = ik_queue_next_due_ms();
+
+				ik_claim_wanted = false;
+				ik_next_due = (due < 0) ? 0 :
+					TimestampTzPlusMilliseconds(GetCurrentTimestamp(), Max(due, 50));
+			}
+		}
+	}
+
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_stat(false);
+	pgstat_report_activity(STATE_IDLE, NULL);
+
+	dlist_foreach_modify(it, &ik_jobs)
+	{
+		IkJob	   *job = dlist_container(IkJob, node, it.cur);
+
+		if (job->phase == IK_PHASE_FINISHED)
+		{
+			dlist_delete(&job->node);
+			ik_njobs--;
+			MemoryContextDelete(job->q.mcxt);
+		}
+	}
+}
+
+static bool
+ik_worker_has_phase(IkPhase phase)
+{
+	dlist_iter	it;
+
+	dlist_foreach(it, &ik_jobs)
+	{
+		if (dlist_container(IkJob, node, it.cur)->phase == phase)
+			return true;
+	}
+	return false;
+}
+
+/* How long the next wait may last. */
+static long
+ik_worker_wait_ms(void)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	long		wait = IK_IDLE_WAIT_MS;
+	TimestampTz paused = ik_shmem_paused_until();
+
+	if (ik_nrequests > 0)
+		wait = 1000;
+	if (ik_next_due != 0)
+		wait = Min(wait, Max(0, (long) ((ik_next_due - now) / 1000)));
+	if (paused > now && ik_worker_has_phase(IK_PHASE_UPLOAD))
+		wait = Min(wait, (long) ((paused - now) / 1000) + 1);
+	return wait;
+}
+
+void
+ik_worker_main(Datum arg)
+{
+	char	   *database;
+	bool		installed = false;
+	bool		released = false;
+	MemoryContext loop_cxt;
+
+	ik_slot = DatumGetInt32(arg);
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+
+	database = pstrdup(ik_database);
+	BackgroundWorkerInitializeConnection(database, NULL, 0);
+	ik_shmem_register_worker(ik_slot);
+	/* the worker's own SQL is schema-qualified; trust nothing else */
+	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
+
+	ik_jobs_cxt = AllocSetContextCreate(TopMemoryContext, "imagekit jobs",
+										ALLOCSET_DEFAULT_SIZES);
+	loop_cxt = AllocSetContextCreate(TopMemoryContext, "imagekit worker loop",
+									 ALLOCSET_DEFAULT_SIZES);
+	elog(LOG, "imagekit worker %d started for database \"%s\"", ik_slot, database);
+
+	for (;;)
+	{
+		IkHttpRequest *req;
+		int			rc;
+
+		MemoryContextReset(loop_cxt);
+		MemoryContextSwitchTo(loop_cxt);
+		CHECK_FOR_INTERRUPTS();
+
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+			if (strcmp(database, ik_database) != 0)
+			{
+				elog(LOG, "imagekit worker %d restarting for database \"%s\"",
+					 ik_slot, ik_database);
+				proc_exit(1);
+			}
+			ik_claim_wanted = true;
+		}
+
+		if (RecoveryInProgress() || (!ik_enabled && ik_njobs == 0))
+		{
+			pgstat_report_activity(STATE_IDLE, NULL);
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 RecoveryInProgress() ? 1000L : IK_IDLE_WAIT_MS,
+							 PG_WAIT_EXTENSION);
+			ResetLatch(MyLatch);
+			ik_claim_wanted = true;
+			continue;
+		}
+
+		if (ik_claim_wanted || ik_worker_has_phase(IK_PHASE_HASHED) ||
+			ik_worker_has_phase(IK_PHASE_FINISHED) ||
+			(ik_next_due != 0 && ik_next_due <= GetCurrentTimestamp()))
+		{
+			if (ik_next_due != 0 && ik_next_due <= GetCurrentTimestamp())
+			{
+				ik_claim_wanted = true;
+				ik_next_due = 0;
+			}
+			ik_worker_db_step(&installed, &released);
+			MemoryContextSwitchTo(loop_cxt);
+			if (!installed)
+			{
+				/* no extension (yet) in this database: wait to be told */
+				ik_claim_wanted = false;
+				ik_next_due = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+														  IK_IDLE_WAIT_MS);
+			}
+		}
+
+		ik_worker_start_requests();
+
+		rc = ik_http_pump(ik_worker_wait_ms(), PG_WAIT_EXTENSION);
+		if (rc & WL_LATCH_SET)
+			ik_claim_wanted = true;
+
+		while ((req = ik_http_next_done()) != NULL)
+		{
+			IkJob	   *job = (IkJob *) req->arg;
+
+			ik_nrequests--;
+			if (req == job->download && job->phase == IK_PHASE_DOWNLOADING)
+				ik_worker_download_done(job);
+			else if (req == job->upload)
+				ik_worker_upload_done(job);
+		}
+		ik_shmem_set_in_flight(ik_slot, ik_nrequests);
+	}
+}
