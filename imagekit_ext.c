@@ -192,7 +192,8 @@ ik_check_folder(char **newval, void **extra, GucSource source)
 	}
 	if (strstr(f, "//") != NULL || strstr(f, "/../") != NULL ||
 		strstr(f, "/./") != NULL ||
-		(strlen(f) >= 3 && strcmp(f + strlen(f) - 3, "/..") == 0))
+		(strlen(f) >= 3 && strcmp(f + strlen(f) - 3, "/..") == 0) ||
+		(strlen(f) >= 2 && strcmp(f + strlen(f) - 2, "/.") == 0))
 	{
 		GUC_check_errdetail("The folder must not contain empty, \".\" or \"..\" path segments.");
 		return false;
@@ -511,7 +512,14 @@ imagekit_upload(PG_FUNCTION_ARGS)
 		/* ImageKit takes UTF-8 */
 		wire_name = pg_server_to_any(file_name, strlen(file_name), PG_UTF8);
 		ik_upload_sync(&opts, data, len, wire_name, &res);
-		ik_asset_record(hash, &res);
+		if (!ik_asset_record(hash, &res))
+		{
+			/*
+			 * Another session recorded the same bytes meanwhile: answer with
+			 * its asset, so that every caller sees the one stored URL.
+			 */
+			dedup = ik_asset_lookup(hash, &res);
+		}
 	}
 
 	memset(nulls, false, sizeof(nulls));

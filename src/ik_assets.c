@@ -6,7 +6,8 @@
  * Lookups and inserts go through SPI in the caller's transaction.  Two
  * sessions that upload the same bytes at once both insert; ON CONFLICT DO
  * NOTHING lets the second wait for the first and then keep the first's row,
- * so both succeed and one row remains.
+ * so both succeed and one row remains; the second then answers with the
+ * first's row (a new statement sees it once committed).
  *
  *-------------------------------------------------------------------------
  */
@@ -93,14 +94,18 @@ ik_int_or_null(int64 v, bool is64, char *nulls, int i)
 	return is64 ? Int64GetDatum(v) : Int32GetDatum((int32) v);
 }
 
-/* Record a successful upload; a row already there for the hash is kept. */
-void
+/*
+ * Record a successful upload; a row already there for the hash is kept.
+ * Returns whether this call inserted the row.
+ */
+bool
 ik_asset_record(const char *content_hash, const IkUploadResult *asset)
 {
 	Oid			argtypes[8] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
 	INT8OID, INT4OID, INT4OID};
 	Datum		args[8];
 	char		nulls[8];
+	bool		inserted;
 
 	memset(nulls, ' ', sizeof(nulls));
 	args[0] = CStringGetTextDatum(content_hash);
@@ -119,5 +124,7 @@ ik_asset_record(const char *content_hash, const IkUploadResult *asset)
 							  "ON CONFLICT (content_hash) DO NOTHING",
 							  8, argtypes, args, nulls, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "could not record the upload in imagekit.assets");
+	inserted = SPI_processed > 0;
 	SPI_finish();
+	return inserted;
 }

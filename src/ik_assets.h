@@ -11,7 +11,7 @@
 #include "ik_protocol.h"
 
 extern bool ik_asset_lookup(const char *content_hash, IkUploadResult *asset);
-extern void ik_asset_record(const char *content_hash,
+extern bool ik_asset_record(const char *content_hash,
 							const IkUploadResult *asset);
 
 #endif							/* IK_ASSETS_H */

@@ -62,9 +62,12 @@ ik_http_socket_cb(CURL *easy, curl_socket_t s, int what, void *userp,
 		ev.events |= EPOLLOUT;
 	ev.data.fd = s;
 
-	if (epoll_ctl(ik_epfd, EPOLL_CTL_MOD, s, &ev) != 0 &&
-		epoll_ctl(ik_epfd, EPOLL_CTL_ADD, s, &ev) != 0)
-		return -1;				/* curl fails the transfer */
+	/*
+	 * Never return an error: libcurl would mark the whole multi handle dead.
+	 * A socket we failed to watch makes its transfer time out instead.
+	 */
+	if (epoll_ctl(ik_epfd, EPOLL_CTL_MOD, s, &ev) != 0)
+		(void) epoll_ctl(ik_epfd, EPOLL_CTL_ADD, s, &ev);
 	return 0;
 }
 
@@ -176,7 +179,7 @@ ik_http_multi_setup(void)
 		ik_epfd = epoll_create1(EPOLL_CLOEXEC);
 		if (ik_epfd < 0)
 			ereport(ERROR,
-					(errcode_for_socket_access(),
+					(errcode_for_file_access(),
 					 errmsg("could not create epoll descriptor: %m")));
 	}
 
@@ -230,8 +233,10 @@ ik_http_request_create(const char *url, size_t max_body)
 				 errmsg("invalid URL \"%s\"", url)));
 	curl_easy_setopt(req->easy, CURLOPT_PRIVATE, req);
 	curl_easy_setopt(req->easy, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(req->easy, CURLOPT_PROTOCOLS_STR, "http,https");
-	curl_easy_setopt(req->easy, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+	/* a security setting: refuse to go on without it */
+	if (curl_easy_setopt(req->easy, CURLOPT_PROTOCOLS_STR, "http,https") != CURLE_OK ||
+		curl_easy_setopt(req->easy, CURLOPT_REDIR_PROTOCOLS_STR, "http,https") != CURLE_OK)
+		elog(ERROR, "could not restrict libcurl to http and https");
 	curl_easy_setopt(req->easy, CURLOPT_FOLLOWLOCATION, 0L);
 	curl_easy_setopt(req->easy, CURLOPT_TCP_KEEPALIVE, 1L);
 	curl_easy_setopt(req->easy, CURLOPT_USERAGENT, "imagekit_ext/1.0");
@@ -377,7 +382,11 @@ ik_http_pump(long max_wait_ms, uint32 wait_event)
 		ResetLatch(MyLatch);
 	CHECK_FOR_INTERRUPTS();
 
-	if (rc & WL_SOCKET_READABLE)
+	/*
+	 * WaitLatchOrSocket reports one event at a time, the latch first; look
+	 * at the sockets after every wait so that a busy latch cannot starve
+	 * them.
+	 */
 	{
 		struct epoll_event evs[IK_HTTP_MAX_EVENTS];
 		int			n;

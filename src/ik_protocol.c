@@ -85,7 +85,7 @@ static char *
 ik_transformation_json(const char *pre)
 {
 	json_object *obj = json_object_new_object();
-	char	   *result;
+	char	   *volatile result = NULL;
 
 	if (obj == NULL)
 		ereport(ERROR,
@@ -224,9 +224,18 @@ ik_json_int(json_object *obj, const char *key, int64 max)
 	json_object *v;
 	int64		n;
 
-	if (!json_object_object_get_ex(obj, key, &v) ||
-		!(json_object_is_type(v, json_type_int) ||
-		  json_object_is_type(v, json_type_double)))
+	if (!json_object_object_get_ex(obj, key, &v))
+		return -1;
+	if (json_object_is_type(v, json_type_double))
+	{
+		double		d = json_object_get_double(v);
+
+		/* json-c accepts NaN and Infinity */
+		if (!isfinite(d) || d < 0 || d > (double) max)
+			return -1;
+		return (int64) d;
+	}
+	if (!json_object_is_type(v, json_type_int))
 		return -1;
 	n = json_object_get_int64(v);
 	return (n < 0 || n > max) ? -1 : n;
@@ -344,6 +353,7 @@ ik_upload_parse(IkHttpRequest *req, IkUploadResult *result, IkUploadError *err)
 	}
 
 	err->message = ik_error_message(req);
+	err->from_imagekit = (err->message != NULL);
 	if (req->status == 408 || req->status == 409 || req->status == 429 ||
 		req->status >= 500)
 	{
@@ -487,7 +497,7 @@ ik_upload_report(const IkUploadError *err, int attempts, const char *file_name)
 		size_t		mlen = strlen(err->message);
 
 		appendStringInfo(&detail, " %s: %s%s",
-						 err->status > 0 ? "ImageKit said" : "Error",
+						 err->from_imagekit ? "ImageKit said" : "Error",
 						 err->message,
 						 (mlen > 0 && err->message[mlen - 1] == '.') ? "" : ".");
 	}

@@ -61,6 +61,7 @@ typedef struct IkUploadError
 	IkOutcome	outcome;
 	long		status;			/* HTTP status, 0 if none */
 	char	   *message;		/* ImageKit's message, or what went wrong */
+	bool		from_imagekit;	/* message is ImageKit's own words */
 	char	   *request_id;		/* x-ik-requestId, or NULL */
 	long		retry_hint_ms;	/* from Retry-After / X-RateLimit-Reset; -1 */
 } IkUploadError;

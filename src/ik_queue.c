@@ -9,13 +9,14 @@
  * died) makes the job claimable again, and a restarted worker releases at
  * once the jobs its slot held before.
  *
- * Completion checks the job's generation: the trigger bumps it when the
- * row's source URL changes, and a stale result is then not written (the job
- * goes back to the queue for the new URL).  The table row is updated only
- * where its source URL is still the one downloaded; if the row is gone the
- * job ends quietly.  The row update runs as the table's owner, in a
- * subtransaction, so that a table that changed under us fails one job, not
- * the worker.
+ * Completion checks that the job is still this worker's: same generation
+ * (the trigger bumps it when the row's source URL changes), in flight, and
+ * claimed by this slot (not re-claimed after our lease expired).  A stale
+ * result is not written; the job goes back to the queue.  The table row is
+ * updated only where its source URL is still the one downloaded; if the row
+ * is gone the job ends quietly.  The row update runs as the table's owner,
+ * in a subtransaction with the job's update, so that a table that changed
+ * under us fails one job, not the worker.
  *
  *-------------------------------------------------------------------------
  */
@@ -75,12 +76,15 @@ ik_queue_claim(int slot, int limit, int lease_ms, MemoryContext parent,
 
 	SPI_connect();
 	if (SPI_execute_with_args("WITH c AS ("
-							  "  SELECT id FROM imagekit.jobs"
-							  "   WHERE (state = 'queued' AND next_attempt_at <= now())"
-							  "      OR (state = 'in_flight' AND lease_expires_at < now())"
-							  "   ORDER BY next_attempt_at, id"
+							  "  SELECT q.id FROM imagekit.jobs q"
+							  "   WHERE ((q.state = 'queued' AND q.next_attempt_at <= now())"
+							  "       OR (q.state = 'in_flight' AND q.lease_expires_at < now()))"
+							  "     AND EXISTS (SELECT FROM imagekit.attachments a"
+							  "                  JOIN pg_catalog.pg_class r ON r.oid = a.tbl"
+							  "                 WHERE a.tbl = q.tbl)"
+							  "   ORDER BY q.next_attempt_at, q.id"
 							  "   LIMIT $1"
-							  "   FOR UPDATE SKIP LOCKED) "
+							  "   FOR UPDATE OF q SKIP LOCKED) "
 							  "UPDATE imagekit.jobs j"
 							  "   SET state = 'in_flight', worker = $2,"
 							  "       lease_expires_at = now() + $3 * interval '1 millisecond',"
@@ -126,19 +130,109 @@ ik_queue_claim(int slot, int limit, int lease_ms, MemoryContext parent,
 	return jobs;
 }
 
+static void
+ik_queue_exec(const char *sql, int nargs, Oid *argtypes, Datum *args,
+			  const char *nulls, int expected)
+{
+	int			rc;
+
+	SPI_connect();
+	rc = SPI_execute_with_args(sql, nargs, argtypes, args, nulls, false, 0);
+	if (rc != expected)
+		elog(ERROR, "imagekit queue query failed: %s", SPI_result_code_string(rc));
+	SPI_finish();
+}
+
 /*
- * Store "url" in the job's row, as the table's owner and in a
- * subtransaction.  Returns the number of rows updated (0: the row is gone or
- * points elsewhere now), or -1 with *error set when the update failed.
+ * Set the job's state and outcome, if it is still this worker's: the same
+ * generation (not re-pointed), in flight, and claimed by this slot (not
+ * re-claimed by another worker after our lease expired).
  */
-static int
-ik_queue_store_url(IkQueueJob *job, const char *url, char **error)
+static bool
+ik_queue_update_job(IkQueueJob *job, int slot, const char *state,
+					bool counts_attempt)
+{
+	Oid			argtypes[10] = {INT8OID, INT4OID, TEXTOID, INT4OID, INT8OID,
+	TEXTOID, INT4OID, TEXTOID, TEXTOID, INT4OID};
+	Datum		args[10];
+	char		nulls[10];
+	bool		updated;
+
+	memset(nulls, ' ', sizeof(nulls));
+	args[0] = Int64GetDatum(job->id);
+	args[1] = Int32GetDatum(job->generation);
+	args[2] = CStringGetTextDatum(state);
+	args[3] = Int32GetDatum(counts_attempt ? 1 : 0);
+	args[4] = Int64GetDatum(job->result == IK_JOB_RETRY ? job->retry_delay_ms : 0);
+	if (job->error)
+		args[5] = CStringGetTextDatum(job->error);
+	else
+		nulls[5] = 'n';
+	args[6] = Int32GetDatum(job->http_status);
+	if (job->http_status == 0)
+		nulls[6] = 'n';
+	if (job->hash[0] != '\0')
+		args[7] = CStringGetTextDatum(job->hash);
+	else
+		nulls[7] = 'n';
+	if (job->url && job->result != IK_JOB_RETRY)
+		args[8] = CStringGetTextDatum(job->url);
+	else
+		nulls[8] = 'n';
+	args[9] = Int32GetDatum(slot);
+
+	SPI_connect();
+	if (SPI_execute_with_args("UPDATE imagekit.jobs SET state = $3,"
+							  " attempts = attempts + $4,"
+							  " next_attempt_at = now() + $5 * interval '1 millisecond',"
+							  " lease_expires_at = NULL, worker = NULL,"
+							  " last_error = $6, last_http_status = $7,"
+							  " content_hash = coalesce($8, content_hash),"
+							  " result_url = $9, updated_at = now() "
+							  "WHERE id = $1 AND generation = $2"
+							  " AND state = 'in_flight' AND worker = $10",
+							  10, argtypes, args, nulls, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not update imagekit job " INT64_FORMAT, job->id);
+	updated = SPI_processed > 0;
+	SPI_finish();
+	return updated;
+}
+
+/* A stale result: put the job back in the queue if this worker holds it. */
+static void
+ik_queue_requeue_if_mine(IkQueueJob *job, int slot)
+{
+	Oid			argtypes[2] = {INT8OID, INT4OID};
+	Datum		args[2] = {Int64GetDatum(job->id), Int32GetDatum(slot)};
+
+	ik_queue_exec("UPDATE imagekit.jobs SET state = 'queued', next_attempt_at = now(),"
+				  " lease_expires_at = NULL, worker = NULL, updated_at = now() "
+				  "WHERE id = $1 AND state = 'in_flight' AND worker = $2",
+				  2, argtypes, args, NULL, SPI_OK_UPDATE);
+}
+
+typedef enum IkStoreResult
+{
+	IK_STORE_OK,				/* row updated (or gone), job recorded */
+	IK_STORE_STALE,				/* the job is no longer ours: nothing done */
+	IK_STORE_FAILED				/* the row update failed: see *error */
+} IkStoreResult;
+
+/*
+ * Store "url" in the job's row and record the job as "state", together or
+ * not at all, in a subtransaction.  The row is updated first, as the
+ * table's owner, and only where its source URL is still the one we
+ * downloaded; *stored says how many rows that was.
+ */
+static IkStoreResult
+ik_queue_store(IkQueueJob *job, int slot, const char *state, const char *url,
+			   int *stored, char **error)
 {
 	MemoryContext mcxt = CurrentMemoryContext;
 	ResourceOwner owner = CurrentResourceOwner;
 	Oid			save_userid;
 	int			save_sec;
-	int			updated = -1;
+	volatile IkStoreResult result = IK_STORE_OK;
 	char	   *sql;
 	Oid			argtypes[3] = {TEXTOID, TEXTOID, TEXTOID};
 	Datum		args[3];
@@ -161,10 +255,18 @@ ik_queue_store_url(IkQueueJob *job, const char *url, char **error)
 		SPI_connect();
 		if (SPI_execute_with_args(sql, 3, argtypes, args, NULL, false, 0) != SPI_OK_UPDATE)
 			elog(ERROR, "could not update %s.%s", job->nspname, job->relname);
-		updated = (int) SPI_processed;
+		*stored = (int) SPI_processed;
 		SPI_finish();
 		SetUserIdAndSecContext(save_userid, save_sec);
-		ReleaseCurrentSubTransaction();
+
+		if (ik_queue_update_job(job, slot, state, job->result != IK_JOB_DONE))
+			ReleaseCurrentSubTransaction();
+		else
+		{
+			/* re-pointed or re-claimed meanwhile: undo the row update */
+			result = IK_STORE_STALE;
+			RollbackAndReleaseCurrentSubTransaction();
+		}
 		MemoryContextSwitchTo(mcxt);
 		CurrentResourceOwner = owner;
 	}
@@ -182,128 +284,70 @@ ik_queue_store_url(IkQueueJob *job, const char *url, char **error)
 		*error = psprintf("could not store the URL in %s.%s: %s",
 						  job->nspname, job->relname, edata->message);
 		FreeErrorData(edata);
-		updated = -1;
+		result = IK_STORE_FAILED;
 	}
 	PG_END_TRY();
-	return updated;
+	return result;
 }
 
-static void
-ik_queue_exec(const char *sql, int nargs, Oid *argtypes, Datum *args,
-			  const char *nulls, int expected)
-{
-	int			rc;
-
-	SPI_connect();
-	rc = SPI_execute_with_args(sql, nargs, argtypes, args, nulls, false, 0);
-	if (rc != expected)
-		elog(ERROR, "imagekit queue query failed: %s", SPI_result_code_string(rc));
-	SPI_finish();
-}
-
-static bool
-ik_queue_update_job(IkQueueJob *job, const char *state, bool counts_attempt)
-{
-	Oid			argtypes[9] = {INT8OID, INT4OID, TEXTOID, INT4OID, INT8OID,
-	TEXTOID, INT4OID, TEXTOID, TEXTOID};
-	Datum		args[9];
-	char		nulls[9];
-	bool		updated;
-
-	memset(nulls, ' ', sizeof(nulls));
-	args[0] = Int64GetDatum(job->id);
-	args[1] = Int32GetDatum(job->generation);
-	args[2] = CStringGetTextDatum(state);
-	args[3] = Int32GetDatum(counts_attempt ? 1 : 0);
-	args[4] = Int64GetDatum(job->result == IK_JOB_RETRY ? job->retry_delay_ms : 0);
-	if (job->error)
-		args[5] = CStringGetTextDatum(job->error);
-	else
-		nulls[5] = 'n';
-	args[6] = Int32GetDatum(job->http_status);
-	if (job->http_status == 0)
-		nulls[6] = 'n';
-	if (job->hash[0] != '\0')
-		args[7] = CStringGetTextDatum(job->hash);
-	else
-		nulls[7] = 'n';
-	if (job->url)
-		args[8] = CStringGetTextDatum(job->url);
-	else
-		nulls[8] = 'n';
-
-	SPI_connect();
-	if (SPI_execute_with_args("UPDATE imagekit.jobs SET state = $3,"
-							  " attempts = attempts + $4,"
-							  " next_attempt_at = now() + $5 * interval '1 millisecond',"
-							  " lease_expires_at = NULL, worker = NULL,"
-							  " last_error = $6, last_http_status = $7,"
-							  " content_hash = coalesce($8, content_hash),"
-							  " result_url = $9, updated_at = now() "
-							  "WHERE id = $1 AND generation = $2",
-							  9, argtypes, args, nulls, false, 0) != SPI_OK_UPDATE)
-		elog(ERROR, "could not update imagekit job " INT64_FORMAT, job->id);
-	updated = SPI_processed > 0;
-	SPI_finish();
-	return updated;
-}
-
-/* Record the outcome of a job. */
+/*
+ * Record the outcome of a job; the caller runs one transaction per job.
+ * Locks are taken in the order an application takes them (the table row by
+ * its UPDATE, then the job row by the enqueue trigger), so the two never
+ * deadlock.
+ */
 void
-ik_queue_finish(IkQueueJob *job)
+ik_queue_finish(IkQueueJob *job, int slot)
 {
-	Oid			argtypes[1] = {INT8OID};
-	Datum		args[1] = {Int64GetDatum(job->id)};
 	const char *state;
-	int			stored;
+	int			stored = 0;
 	char	   *error = NULL;
-
-	switch (job->result)
-	{
-		case IK_JOB_RETRY:
-			state = "queued";
-			break;
-		case IK_JOB_FALLBACK:
-			state = "fallback";
-			job->url = job->source_url;
-			break;
-		default:
-			state = "done";
-			break;
-	}
-
-	if (!ik_queue_update_job(job, state, job->result != IK_JOB_DONE))
-	{
-		/* re-pointed while in flight: the new URL's job wins */
-		ik_queue_exec("UPDATE imagekit.jobs SET state = 'queued', next_attempt_at = now(), "
-					  "lease_expires_at = NULL, worker = NULL "
-					  "WHERE id = $1 AND state = 'in_flight'",
-					  1, argtypes, args, NULL, SPI_OK_UPDATE);
-		return;
-	}
-	if (job->result == IK_JOB_RETRY)
-		return;
 
 	if (job->uploaded)
 		ik_asset_record(job->hash, &job->asset);
 
-	stored = ik_queue_store_url(job, job->url, &error);
-	if (stored == 0)
+	if (job->result == IK_JOB_RETRY)
 	{
-		/* the row was deleted: the job ends quietly */
-		ik_queue_exec("DELETE FROM imagekit.jobs WHERE id = $1",
-					  1, argtypes, args, NULL, SPI_OK_DELETE);
+		if (!ik_queue_update_job(job, slot, "queued", true))
+			ik_queue_requeue_if_mine(job, slot);
+		return;
 	}
-	else if (stored < 0)
+
+	if (job->result == IK_JOB_FALLBACK)
 	{
-		ereport(WARNING,
-				(errmsg("imagekit: could not store the URL for %s.%s row %s",
-						job->nspname, job->relname, job->row_key),
-				 errdetail_internal("%s", error)));
-		job->result = IK_JOB_FALLBACK;
-		job->error = error;
-		job->url = NULL;
-		(void) ik_queue_update_job(job, "fallback", true);
+		state = "fallback";
+		job->url = job->source_url;
+	}
+	else
+		state = "done";
+
+	switch (ik_queue_store(job, slot, state, job->url, &stored, &error))
+	{
+		case IK_STORE_STALE:
+			ik_queue_requeue_if_mine(job, slot);
+			break;
+		case IK_STORE_FAILED:
+			ereport(WARNING,
+					(errmsg("imagekit: could not store the URL for %s.%s row %s",
+							job->nspname, job->relname, job->row_key),
+					 errdetail_internal("%s", error)));
+			job->result = IK_JOB_FALLBACK;
+			job->error = error;
+			job->url = NULL;
+			if (!ik_queue_update_job(job, slot, "fallback", true))
+				ik_queue_requeue_if_mine(job, slot);
+			break;
+		case IK_STORE_OK:
+			if (stored == 0)
+			{
+				/* the row was deleted: the job ends quietly */
+				Oid			argtypes[1] = {INT8OID};
+				Datum		args[1] = {Int64GetDatum(job->id)};
+
+				ik_queue_exec("DELETE FROM imagekit.jobs WHERE id = $1",
+							  1, argtypes, args, NULL, SPI_OK_DELETE);
+			}
+			break;
 	}
 }
 
@@ -317,7 +361,9 @@ ik_queue_next_due_ms(void)
 
 	SPI_connect();
 	if (SPI_execute("SELECT greatest(0, ceil(extract(epoch FROM (least("
-					"  (SELECT min(next_attempt_at) FROM imagekit.jobs WHERE state = 'queued'),"
+					"  (SELECT min(next_attempt_at) FROM imagekit.jobs j"
+					"    WHERE state = 'queued' AND EXISTS (SELECT FROM imagekit.attachments a"
+					"      JOIN pg_catalog.pg_class r ON r.oid = a.tbl WHERE a.tbl = j.tbl)),"
 					"  (SELECT min(lease_expires_at) FROM imagekit.jobs WHERE state = 'in_flight'))"
 					"  - clock_timestamp())) * 1000))::bigint",
 					true, 1) != SPI_OK_SELECT)

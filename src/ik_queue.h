@@ -57,7 +57,7 @@ extern bool ik_queue_installed(void);
 extern void ik_queue_release_worker(int slot);
 extern List *ik_queue_claim(int slot, int limit, int lease_ms,
 							MemoryContext parent, Size job_size);
-extern void ik_queue_finish(IkQueueJob *job);
+extern void ik_queue_finish(IkQueueJob *job, int slot);
 extern long ik_queue_next_due_ms(void);
 
 #endif							/* IK_QUEUE_H */

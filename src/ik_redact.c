@@ -9,10 +9,11 @@
  * emit_log_hook, installed by _PG_init (so in the postmaster too when the
  * library is preloaded), rewrites such messages before they are written:
  *
- * - any text that gives imagekit.private_key a value is cut after the name;
+ * - any text that gives imagekit.private_key a value (=, TO, a comma as in
+ *   set_config(), "changed to") is cut after the name, case-insensitively;
  * - any occurrence of the current key's value is masked;
- * - the STATEMENT line is suppressed when the statement names the setting
- *   or holds the key.
+ * - when the statement names the setting or holds the key, the STATEMENT
+ *   line and the bind parameters are suppressed.
  *
  * The hook must not fail: it allocates in ErrorContext and does nothing
  * else that can raise an error.
@@ -33,9 +34,24 @@
 static emit_log_hook_type prev_emit_log_hook = NULL;
 static char **ik_secret = NULL;
 
+/* Case-insensitive strstr; setting names are case-insensitive. */
+static const char *
+ik_find_setting(const char *text)
+{
+	size_t		n = strlen(IK_SECRET_SETTING);
+
+	for (const char *p = text; *p; p++)
+	{
+		if (pg_strncasecmp(p, IK_SECRET_SETTING, n) == 0)
+			return p;
+	}
+	return NULL;
+}
+
 /*
- * Where a value is being given to the setting in "text" ("private_key =",
- * "private_key TO", "private_key" changed to"): the position just after the
+ * Where a value is being given to the setting in "text"
+ * ("private_key = ...", "private_key TO ...", "private_key" changed to",
+ * set_config('imagekit.private_key', ...)): the position just after the
  * setting's name, or NULL.
  */
 static const char *
@@ -43,19 +59,20 @@ ik_find_assignment(const char *text)
 {
 	const char *p = text;
 
-	while ((p = strstr(p, IK_SECRET_SETTING)) != NULL)
+	while ((p = ik_find_setting(p)) != NULL)
 	{
 		const char *q;
 
 		p += strlen(IK_SECRET_SETTING);
-		if (*p == '"')
+		if (*p == '"' || *p == '\'')
 			p++;
 		q = p;
-		while (*q == '"' || *q == ' ' || *q == '\t' || *q == '\n')
+		while (*q == ' ' || *q == '\t' || *q == '\n' || *q == '\r')
 			q++;
-		if (*q == '=' ||
-			pg_strncasecmp(q, "to ", 3) == 0 ||
-			pg_strncasecmp(q, "to'", 3) == 0 ||
+		if (*q == '=' || *q == ',' ||
+			(pg_strncasecmp(q, "to", 2) == 0 &&
+			 (q[2] == ' ' || q[2] == '\t' || q[2] == '\n' || q[2] == '\r' ||
+			  q[2] == '\'' || q[2] == '$' || q[2] == 'E' || q[2] == 'e')) ||
 			pg_strncasecmp(q, "changed to", 10) == 0)
 			return p;
 	}
@@ -119,8 +136,21 @@ ik_emit_log_hook(ErrorData *edata)
 	ik_redact_field(&edata->hint);
 	ik_redact_field(&edata->context);
 	ik_redact_field(&edata->internalquery);
-	if (ik_text_is_sensitive(debug_query_string))
+
+	/*
+	 * A statement that names the setting may carry a new key anywhere, in
+	 * its text or in its bind parameters: keep both out.
+	 */
+	if (debug_query_string != NULL &&
+		(ik_find_setting(debug_query_string) != NULL ||
+		 ik_text_is_sensitive(debug_query_string)))
+	{
 		edata->hide_stmt = true;
+		if (edata->detail_log && strncmp(edata->detail_log, "parameters:", 11) == 0)
+			edata->detail_log = pstrdup("parameters: [redacted]");
+		if (edata->detail && strncmp(edata->detail, "parameters:", 11) == 0)
+			edata->detail = pstrdup("parameters: [redacted]");
+	}
 
 	if (prev_emit_log_hook)
 		prev_emit_log_hook(edata);

@@ -41,6 +41,7 @@
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
+#include "storage/lock.h"
 #include "tcop/tcopprot.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
@@ -77,6 +78,8 @@ typedef struct IkJob
 	IkHttpRequest *upload;
 	const char *ext;
 	struct IkJob *leader;		/* in IK_PHASE_WAITING */
+	bool		holds_lock;		/* the advisory lock on its content hash */
+	TimestampTz dedup_after;	/* in IK_PHASE_HASHED: when to look again */
 	dlist_node	node;
 } IkJob;
 
@@ -308,7 +311,44 @@ ik_worker_upload_done(IkJob *job)
 	ik_job_finish_waiters(job);
 }
 
-/* Dedup a downloaded job: against jobs in memory, then imagekit.assets. */
+/*
+ * The session-level advisory lock that a worker holds on a content hash
+ * from the moment it decides to upload it until its asset row is committed:
+ * other workers that download the same bytes meanwhile wait for the row
+ * instead of uploading again.
+ */
+static void
+ik_hash_locktag(LOCKTAG *tag, const char *hash)
+{
+	uint32		hi = (uint32) strtoul(pnstrdup(hash, 8), NULL, 16);
+	uint32		lo = (uint32) strtoul(pnstrdup(hash + 8, 8), NULL, 16);
+
+	/* field4 = 0x494b ("IK") keeps clear of applications' advisory locks */
+	SET_LOCKTAG_ADVISORY(*tag, MyDatabaseId, hi, lo, 0x494b);
+}
+
+static bool
+ik_hash_trylock(const char *hash)
+{
+	LOCKTAG		tag;
+
+	ik_hash_locktag(&tag, hash);
+	return LockAcquire(&tag, ExclusiveLock, true, true) != LOCKACQUIRE_NOT_AVAIL;
+}
+
+static void
+ik_hash_unlock(const char *hash)
+{
+	LOCKTAG		tag;
+
+	ik_hash_locktag(&tag, hash);
+	LockRelease(&tag, ExclusiveLock, true);
+}
+
+/*
+ * Dedup a downloaded job: against jobs in memory, then imagekit.assets, then
+ * against other workers (the hash lock).  In a transaction.
+ */
 static void
 ik_worker_dedup(IkJob *job)
 {
@@ -339,9 +379,34 @@ ik_worker_dedup(IkJob *job)
 		ik_shmem_count(IK_STAT_DEDUP_HITS, 1);
 		ik_job_finish(job, IK_JOB_DONE, NULL, 0, -1);
 	}
-	else
+	else if (ik_hash_trylock(job->q.hash))
+	{
+		job->holds_lock = true;
 		job->phase = IK_PHASE_UPLOAD;
+	}
+	else
+	{
+		/* another worker uploads these bytes: look again shortly */
+		job->dedup_after = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 50);
+	}
 	MemoryContextSwitchTo(old);
+}
+
+/* Downloaded jobs whose dedup lookup is due. */
+static bool
+ik_worker_dedup_due(void)
+{
+	dlist_iter	it;
+	TimestampTz now = GetCurrentTimestamp();
+
+	dlist_foreach(it, &ik_jobs)
+	{
+		IkJob	   *job = dlist_container(IkJob, node, it.cur);
+
+		if (job->phase == IK_PHASE_HASHED && job->dedup_after <= now)
+			return true;
+	}
+	return false;
 }
 
 static void
@@ -356,98 +421,123 @@ ik_worker_log_fallback(IkJob *job)
 								job->q.attempts + 1)));
 }
 
-/*
- * The transaction of one loop: record finished jobs, dedup downloaded ones,
- * claim more.  Finished jobs are freed after the commit.
- */
 static void
-ik_worker_db_step(bool *installed, bool *released)
+ik_worker_begin(const char *activity)
 {
-	dlist_mutable_iter it;
-	int			room;
-
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
-	pgstat_report_activity(STATE_RUNNING, "imagekit: recording and claiming jobs");
+	pgstat_report_activity(STATE_RUNNING, activity);
+}
 
-	*installed = ik_queue_installed();
-	if (*installed)
-	{
-		if (!*released)
-		{
-			ik_queue_release_worker(ik_slot);
-			*released = true;
-		}
-
-		dlist_foreach_modify(it, &ik_jobs)
-		{
-			IkJob	   *job = dlist_container(IkJob, node, it.cur);
-
-			if (job->phase == IK_PHASE_HASHED)
-				ik_worker_dedup(job);
-			if (job->phase != IK_PHASE_FINISHED)
-				continue;
-			ik_queue_finish(&job->q);
-			if (job->q.result == IK_JOB_FALLBACK)
-			{
-				ik_shmem_count(IK_STAT_FALLBACKS, 1);
-				ik_worker_log_fallback(job);
-			}
-		}
-
-		room = ik_max_concurrent_uploads;
-		dlist_foreach_modify(it, &ik_jobs)
-		{
-			IkJob	   *job = dlist_container(IkJob, node, it.cur);
-
-			if (job->phase != IK_PHASE_FINISHED)
-				room--;
-		}
-		if (ik_enabled && ik_claim_wanted && room > 0)
-		{
-			int			limit = Min(room, ik_batch_size);
-			List	   *claimed;
-			ListCell   *lc;
-
-			claimed = ik_queue_claim(ik_slot, limit, ik_lease_timeout,
-									 ik_jobs_cxt, sizeof(IkJob));
-			foreach(lc, claimed)
-			{
-				IkJob	   *job = (IkJob *) lfirst(lc);
-
-				job->phase = IK_PHASE_DOWNLOAD;
-				dlist_push_tail(&ik_jobs, &job->node);
-				ik_njobs++;
-			}
-			if (list_length(claimed) < limit)
-			{
-				/* the queue is drained for now: sleep until the next due job */
-				long		due = ik_queue_next_due_ms();
-
-				ik_claim_wanted = false;
-				ik_next_due = (due < 0) ? 0 :
-					TimestampTzPlusMilliseconds(GetCurrentTimestamp(), Max(due, 50));
-			}
-		}
-	}
-
+static void
+ik_worker_commit(void)
+{
 	PopActiveSnapshot();
 	CommitTransactionCommand();
-	pgstat_report_stat(false);
 	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+/*
+ * Record each finished job in a transaction of its own (so that a worker
+ * never holds row locks of several rows at once, which could deadlock with
+ * an application updating them), then free it.  With synchronous_commit off
+ * these commits are cheap; a crash can lose the last of them, and the jobs
+ * are then done again, harmlessly (uploads are named by content).
+ */
+static void
+ik_worker_record_finished(void)
+{
+	dlist_mutable_iter it;
+	bool		any = false;
 
 	dlist_foreach_modify(it, &ik_jobs)
 	{
 		IkJob	   *job = dlist_container(IkJob, node, it.cur);
 
-		if (job->phase == IK_PHASE_FINISHED)
+		if (job->phase != IK_PHASE_FINISHED)
+			continue;
+		ik_worker_begin("imagekit: recording a job");
+		ik_queue_finish(&job->q, ik_slot);
+		ik_worker_commit();
+		if (job->holds_lock)
+			ik_hash_unlock(job->q.hash);
+		if (job->q.result == IK_JOB_FALLBACK)
 		{
-			dlist_delete(&job->node);
-			ik_njobs--;
-			MemoryContextDelete(job->q.mcxt);
+			ik_shmem_count(IK_STAT_FALLBACKS, 1);
+			ik_worker_log_fallback(job);
+		}
+		dlist_delete(&job->node);
+		ik_njobs--;
+		MemoryContextDelete(job->q.mcxt);
+		any = true;
+	}
+	if (any)
+	{
+		pgstat_report_stat(false);
+		/* a result may have put a re-pointed job back in the queue */
+		ik_claim_wanted = true;
+	}
+}
+
+/* One transaction: dedup downloaded jobs, claim more if there is room. */
+static void
+ik_worker_dedup_and_claim(bool *installed, bool *released)
+{
+	dlist_iter	it;
+	int			room = ik_max_concurrent_uploads;
+	TimestampTz now = GetCurrentTimestamp();
+
+	ik_worker_begin("imagekit: claiming jobs");
+	*installed = ik_queue_installed();
+	if (!*installed)
+	{
+		ik_worker_commit();
+		return;
+	}
+	if (!*released)
+	{
+		ik_queue_release_worker(ik_slot);
+		*released = true;
+	}
+
+	dlist_foreach(it, &ik_jobs)
+	{
+		IkJob	   *job = dlist_container(IkJob, node, it.cur);
+
+		if (job->phase == IK_PHASE_HASHED && job->dedup_after <= now)
+			ik_worker_dedup(job);
+		if (job->phase != IK_PHASE_FINISHED)
+			room--;
+	}
+
+	if (ik_enabled && ik_claim_wanted && room > 0)
+	{
+		int			limit = Min(room, ik_batch_size);
+		List	   *claimed;
+		ListCell   *lc;
+
+		claimed = ik_queue_claim(ik_slot, limit, ik_lease_timeout,
+								 ik_jobs_cxt, sizeof(IkJob));
+		foreach(lc, claimed)
+		{
+			IkJob	   *job = (IkJob *) lfirst(lc);
+
+			job->phase = IK_PHASE_DOWNLOAD;
+			dlist_push_tail(&ik_jobs, &job->node);
+			ik_njobs++;
+		}
+		if (list_length(claimed) < limit)
+		{
+			/* the queue is drained for now: sleep until the next due job */
+			long		due = ik_queue_next_due_ms();
+
+			ik_claim_wanted = false;
+			ik_next_due = (due < 0) ? 0 :
+				TimestampTzPlusMilliseconds(GetCurrentTimestamp(), Max(due, 50));
 		}
 	}
+	ik_worker_commit();
 }
 
 static bool
@@ -477,6 +567,8 @@ ik_worker_wait_ms(void)
 		wait = Min(wait, Max(0, (long) ((ik_next_due - now) / 1000)));
 	if (paused > now && ik_worker_has_phase(IK_PHASE_UPLOAD))
 		wait = Min(wait, (long) ((paused - now) / 1000) + 1);
+	if (ik_worker_has_phase(IK_PHASE_HASHED))
+		wait = Min(wait, 50);
 	return wait;
 }
 
@@ -499,6 +591,8 @@ ik_worker_main(Datum arg)
 	ik_shmem_register_worker(ik_slot);
 	/* the worker's own SQL is schema-qualified; trust nothing else */
 	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
+	/* results lost in a crash are redone: no need to wait for WAL flushes */
+	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
 
 	ik_jobs_cxt = AllocSetContextCreate(TopMemoryContext, "imagekit jobs",
 										ALLOCSET_DEFAULT_SIZES);
@@ -539,17 +633,26 @@ ik_worker_main(Datum arg)
 			continue;
 		}
 
-		if (ik_claim_wanted || ik_worker_has_phase(IK_PHASE_HASHED) ||
-			ik_worker_has_phase(IK_PHASE_FINISHED) ||
-			(ik_next_due != 0 && ik_next_due <= GetCurrentTimestamp()))
+		if (installed && ik_worker_has_phase(IK_PHASE_FINISHED))
 		{
-			if (ik_next_due != 0 && ik_next_due <= GetCurrentTimestamp())
-			{
-				ik_claim_wanted = true;
-				ik_next_due = 0;
-			}
-			ik_worker_db_step(&installed, &released);
+			ik_worker_record_finished();
 			MemoryContextSwitchTo(loop_cxt);
+		}
+		if (ik_next_due != 0 && ik_next_due <= GetCurrentTimestamp())
+		{
+			ik_claim_wanted = true;
+			ik_next_due = 0;
+		}
+		if (ik_claim_wanted || ik_worker_dedup_due())
+		{
+			ik_worker_dedup_and_claim(&installed, &released);
+			MemoryContextSwitchTo(loop_cxt);
+			/* dedup hits are finished at once */
+			if (installed && ik_worker_has_phase(IK_PHASE_FINISHED))
+			{
+				ik_worker_record_finished();
+				MemoryContextSwitchTo(loop_cxt);
+			}
 			if (!installed)
 			{
 				/* no extension (yet) in this database: wait to be told */
@@ -562,7 +665,8 @@ ik_worker_main(Datum arg)
 		ik_worker_start_requests();
 
 		rc = ik_http_pump(ik_worker_wait_ms(), PG_WAIT_EXTENSION);
-		if (rc & WL_LATCH_SET)
+		/* woken by a commit, or idle long enough to look anyway */
+		if ((rc & WL_LATCH_SET) || ((rc & WL_TIMEOUT) && ik_njobs == 0))
 			ik_claim_wanted = true;
 
 		while ((req = ik_http_next_done()) != NULL)

@@ -27,7 +27,7 @@ sub new
 		dir => $dir,
 		http => HTTP::Tiny->new(timeout => 30, keep_alive => 0),
 	}, $class;
-	my @cmd = ('python3', $script, '--host', '127.0.0.1', '--port', '0',
+	my @cmd = ('python3', $script, '--host', '127.0.0.1', '--port', $args{port} // 0,
 		'--private-key', $self->{key},
 		'--url-endpoint', 'https://ik.imagekit.io/demo',
 		'--port-file', "$dir/port", @{ $args{extra_args} // [] });
@@ -54,6 +54,13 @@ sub new
 sub key { return $_[0]->{key}; }
 sub port { return $_[0]->{port}; }
 sub base_url { return "http://127.0.0.1:$_[0]->{port}"; }
+
+# a source image the stand-in serves: same seed, same bytes
+sub source_url
+{
+	my ($self, $seed, $bytes) = @_;
+	return $self->base_url . "/source/img-$seed-" . ($bytes // 2000) . '.png';
+}
 sub upload_endpoint { return $_[0]->base_url . '/api/v1/files/upload'; }
 
 # postgresql.conf lines that point the extension at this stand-in
