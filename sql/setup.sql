@@ -20,3 +20,13 @@ SELECT has_function_privilege('public', 'imagekit_upload(bytea, text)', 'EXECUTE
 -- dropping and re-creating works
 DROP EXTENSION imagekit_ext;
 CREATE EXTENSION imagekit_ext;
+
+-- the 1.0 -> 1.1 upgrade path gives the same objects
+DROP EXTENSION imagekit_ext;
+CREATE EXTENSION imagekit_ext VERSION '1.0';
+ALTER EXTENSION imagekit_ext UPDATE;
+SELECT extversion FROM pg_extension WHERE extname = 'imagekit_ext';
+SELECT count(*) AS objects FROM pg_depend WHERE refobjid = (SELECT oid FROM pg_extension WHERE extname = 'imagekit_ext') AND deptype = 'e';
+DROP EXTENSION imagekit_ext;
+CREATE EXTENSION imagekit_ext;
+SELECT count(*) AS objects FROM pg_depend WHERE refobjid = (SELECT oid FROM pg_extension WHERE extname = 'imagekit_ext') AND deptype = 'e';

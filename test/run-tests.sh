@@ -37,8 +37,10 @@ ik_log "running pg_regress and TAP suites"
 status=0
 ik_as_postgres make -C "$work/src" -s PG_CONFIG="$IK_PG_BIN/pg_config" \
 	PGHOST="$work" PGPORT="$port" installcheck || status=$?
-if [ $status -ne 0 ] && [ -f "$work/src/regression.diffs" ]; then
-	cat "$work/src/regression.diffs"
+if [ $status -ne 0 ]; then
+	for f in "$work/src/regression.diffs" "$work/src/output_iso/regression.diffs"; do
+		[ -f "$f" ] && cat "$f"
+	done
 fi
 if [ $status -ne 0 ] && [ -d "$work/src/tmp_check/log" ]; then
 	for f in "$work/src/tmp_check/log"/regress_log_*; do
