@@ -51,6 +51,7 @@ int			ik_connect_timeout = 5000;
 int			ik_max_file_size = 25 * 1024 * 1024;
 char	   *ik_database = NULL;
 bool		ik_enabled = true;
+bool		ik_allow_private_sources = false;
 int			ik_workers = 1;
 int			ik_max_concurrent_uploads = 16;
 int			ik_batch_size = 64;
@@ -350,6 +351,14 @@ _PG_init(void)
 							 &ik_enabled,
 							 true,
 							 PGC_SIGHUP,
+							 0,
+							 NULL, NULL, NULL);
+	DefineCustomBoolVariable("imagekit.allow_private_sources",
+							 gettext_noop("Whether the worker may download sources from loopback, private and link-local addresses."),
+							 gettext_noop("Off protects the server's network from source URLs written by applications."),
+							 &ik_allow_private_sources,
+							 false,
+							 PGC_SUSET,
 							 0,
 							 NULL, NULL, NULL);
 	DefineCustomIntVariable("imagekit.workers",

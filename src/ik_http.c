@@ -25,6 +25,8 @@
  */
 #include "postgres.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/epoll.h>
 #include <unistd.h>
 
@@ -117,6 +119,54 @@ ik_http_write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
 	req->body_len += n;
 	req->body[req->body_len] = '\0';
 	return n;
+}
+
+/*
+ * Address filtering: every new connection, redirects included, is opened
+ * here, after DNS resolution, so the address actually connected to is the
+ * one checked; the prereq callback below checks reused connections too.
+ */
+static curl_socket_t
+ik_http_opensocket_cb(void *clientp, curlsocktype purpose,
+					  struct curl_sockaddr *address)
+{
+	IkHttpRequest *req = (IkHttpRequest *) clientp;
+
+	if (req->address_filter != NULL &&
+		!req->address_filter(&address->addr))
+	{
+		req->address_refused = true;
+		return CURL_SOCKET_BAD;
+	}
+	return socket(address->family, address->socktype | SOCK_CLOEXEC,
+				  address->protocol);
+}
+
+/*
+ * Called once the connection is there, new or reused, before the request is
+ * sent: a reused connection did not go through the opensocket callback.
+ */
+static int
+ik_http_prereq_cb(void *clientp, char *conn_primary_ip, char *conn_local_ip,
+				  int conn_primary_port, int conn_local_port)
+{
+	IkHttpRequest *req = (IkHttpRequest *) clientp;
+	struct sockaddr_storage ss;
+
+	memset(&ss, 0, sizeof(ss));
+	if (inet_pton(AF_INET, conn_primary_ip,
+				  &((struct sockaddr_in *) &ss)->sin_addr) == 1)
+		ss.ss_family = AF_INET;
+	else if (inet_pton(AF_INET6, conn_primary_ip,
+					   &((struct sockaddr_in6 *) &ss)->sin6_addr) == 1)
+		ss.ss_family = AF_INET6;
+
+	if (ss.ss_family == 0 || !req->address_filter((struct sockaddr *) &ss))
+	{
+		req->address_refused = true;
+		return CURL_PREREQFUNC_ABORT;
+	}
+	return CURL_PREREQFUNC_OK;
 }
 
 static void
@@ -283,6 +333,17 @@ ik_http_request_add_header(IkHttpRequest *req, const char *header)
 				 errmsg("out of memory")));
 	req->headers = l;
 	curl_easy_setopt(req->easy, CURLOPT_HTTPHEADER, req->headers);
+}
+
+/* Check every address connected to with "filter". */
+void
+ik_http_request_set_address_filter(IkHttpRequest *req, IkAddressFilter filter)
+{
+	req->address_filter = filter;
+	curl_easy_setopt(req->easy, CURLOPT_OPENSOCKETFUNCTION, ik_http_opensocket_cb);
+	curl_easy_setopt(req->easy, CURLOPT_OPENSOCKETDATA, req);
+	curl_easy_setopt(req->easy, CURLOPT_PREREQFUNCTION, ik_http_prereq_cb);
+	curl_easy_setopt(req->easy, CURLOPT_PREREQDATA, req);
 }
 
 void
@@ -465,6 +526,8 @@ ik_http_error_string(IkHttpRequest *req)
 		return "no error";
 	if (req->body_too_large)
 		return "response too large";
+	if (req->address_refused)
+		return "the address is not allowed";
 	if (req->errbuf[0] != '\0')
 		return req->errbuf;
 	return curl_easy_strerror(req->result);

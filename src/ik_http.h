@@ -15,8 +15,12 @@
 #define IK_HTTP_H
 
 #include <curl/curl.h>
+#include <sys/socket.h>
 
 #include "lib/ilist.h"
+
+/* decides whether a connection to an address may be made */
+typedef bool (*IkAddressFilter) (const struct sockaddr *addr);
 
 typedef struct IkHttpRequest
 {
@@ -26,6 +30,7 @@ typedef struct IkHttpRequest
 	struct curl_slist *headers;
 	size_t		max_body;		/* response bytes kept at the most */
 	void	   *arg;			/* for the caller */
+	IkAddressFilter address_filter; /* NULL: any address */
 
 	/* state kept by the transport */
 	bool		in_multi;
@@ -36,6 +41,7 @@ typedef struct IkHttpRequest
 	CURLcode	result;
 	long		status;			/* HTTP status, 0 when none was received */
 	bool		body_too_large; /* the response exceeded max_body */
+	bool		address_refused;	/* address_filter refused a connection */
 	char	   *body;			/* NUL-terminated; may hold NUL bytes */
 	size_t		body_len;
 	size_t		body_cap;
@@ -50,6 +56,8 @@ extern curl_mime *ik_http_request_mime(IkHttpRequest *req);
 extern void ik_http_request_add_header(IkHttpRequest *req, const char *header);
 extern void ik_http_request_set_timeouts(IkHttpRequest *req, long total_ms,
 										 long connect_ms);
+extern void ik_http_request_set_address_filter(IkHttpRequest *req,
+											   IkAddressFilter filter);
 extern void ik_http_request_set_basic_auth(IkHttpRequest *req,
 										   const char *user,
 										   const char *password);

@@ -25,6 +25,7 @@ extern int	ik_retry_max_delay;
 /* pipeline */
 extern char *ik_database;
 extern bool ik_enabled;
+extern bool ik_allow_private_sources;
 extern int	ik_workers;
 extern int	ik_max_concurrent_uploads;
 extern int	ik_batch_size;

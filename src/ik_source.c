@@ -11,9 +11,18 @@
  * permanent failure, as are 4xx answers and oversized bodies; connection
  * trouble, 408, 429 and 5xx are worth retrying.
  *
+ * Rows are written by applications, so a source URL must not reach into
+ * the server's own network: every address actually connected to (after DNS
+ * resolution, on every redirect hop) must be public unless
+ * imagekit.allow_private_sources is on.  A refused address is permanent.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
+
+#include <netinet/in.h>
+
+#include "port/pg_bswap.h"
 
 #include "ik_protocol.h"
 #include "ik_source.h"
@@ -22,11 +31,69 @@
 #define IK_SOURCE_LOW_SPEED_LIMIT	1024L
 #define IK_SOURCE_LOW_SPEED_TIME	10L
 
+/* IPv4 address in host order: is it in a range not reachable publicly? */
+static bool
+ik_ipv4_is_private(uint32 a)
+{
+	return (a >> 24) == 0 ||	/* 0.0.0.0/8 "this network" */
+		(a >> 24) == 10 ||		/* 10.0.0.0/8 */
+		(a >> 22) == (100 << 2 | 1) ||	/* 100.64.0.0/10 shared */
+		(a >> 24) == 127 ||		/* 127.0.0.0/8 loopback */
+		(a >> 16) == (169 << 8 | 254) ||	/* 169.254.0.0/16 link-local */
+		(a >> 20) == (172 << 4 | 1) ||	/* 172.16.0.0/12 */
+		(a >> 8) == (192u << 16 | 0 << 8 | 0) ||	/* 192.0.0.0/24 */
+		(a >> 16) == (192u << 8 | 168) ||	/* 192.168.0.0/16 */
+		(a >> 17) == (198u << 7 | 9) || /* 198.18.0.0/15 benchmarking */
+		(a >> 28) >= 14;		/* 224.0.0.0/4 multicast, 240/4, broadcast */
+}
+
+/*
+ * Is "addr" a public unicast address?  Loopback, private, shared,
+ * link-local, unique-local, multicast, unspecified and reserved addresses
+ * are not, nor IPv4 ones mapped or translated into IPv6.
+ */
+bool
+ik_address_is_public(const struct sockaddr *addr)
+{
+	if (addr->sa_family == AF_INET)
+	{
+		const struct sockaddr_in *in = (const struct sockaddr_in *) addr;
+
+		return !ik_ipv4_is_private(pg_ntoh32(in->sin_addr.s_addr));
+	}
+	if (addr->sa_family == AF_INET6)
+	{
+		const uint8 *b = ((const struct sockaddr_in6 *) addr)->sin6_addr.s6_addr;
+		static const uint8 mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+		static const uint8 nat64[12] = {0, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0};
+		bool		zero = true;
+
+		if (memcmp(b, mapped, 12) == 0 || memcmp(b, nat64, 12) == 0)
+			return !ik_ipv4_is_private((uint32) b[12] << 24 | (uint32) b[13] << 16 |
+									   (uint32) b[14] << 8 | b[15]);
+		for (int i = 0; i < 15; i++)
+			zero = zero && b[i] == 0;
+		if (zero)				/* :: and ::1 */
+			return false;
+		if (b[0] == 0xff ||		/* ff00::/8 multicast */
+			(b[0] & 0xfe) == 0xfc ||	/* fc00::/7 unique local */
+			(b[0] == 0xfe && (b[1] & 0xc0) == 0x80) ||	/* fe80::/10 link-local */
+			(b[0] == 0xfe && (b[1] & 0xc0) == 0xc0) ||	/* fec0::/10 site-local */
+			(b[0] == 0x20 && b[1] == 0x01 && b[2] == 0x0d && b[3] == 0xb8))	/* doc */
+			return false;
+		return true;
+	}
+	return false;
+}
+
 IkHttpRequest *
 ik_source_request(const char *url, size_t max_size, long timeout_ms,
-				  long connect_timeout_ms)
+				  long connect_timeout_ms, bool allow_private)
 {
 	IkHttpRequest *req = ik_http_request_create(url, max_size);
+
+	if (!allow_private)
+		ik_http_request_set_address_filter(req, ik_address_is_public);
 
 	ik_http_request_set_timeouts(req, timeout_ms, connect_timeout_ms);
 	curl_easy_setopt(req->easy, CURLOPT_FOLLOWLOCATION, 1L);
@@ -112,6 +179,11 @@ ik_source_check(IkHttpRequest *req, size_t max_size, const char **ext,
 	{
 		*error = psprintf("source is larger than imagekit.max_file_size (%zu bytes)",
 						  max_size);
+		return IK_SOURCE_PERMANENT;
+	}
+	if (req->address_refused)
+	{
+		*error = pstrdup("source address is not public (set imagekit.allow_private_sources to allow it)");
 		return IK_SOURCE_PERMANENT;
 	}
 	if (req->result != CURLE_OK)

@@ -20,7 +20,9 @@ typedef enum IkSourceOutcome
 #define IK_SOURCE_MAX_REDIRECTS 5
 
 extern IkHttpRequest *ik_source_request(const char *url, size_t max_size,
-										long timeout_ms, long connect_timeout_ms);
+										long timeout_ms, long connect_timeout_ms,
+										bool allow_private);
+extern bool ik_address_is_public(const struct sockaddr *addr);
 extern IkSourceOutcome ik_source_check(IkHttpRequest *req, size_t max_size,
 									   const char **ext, char **error,
 									   long *hint_ms);

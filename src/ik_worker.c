@@ -170,7 +170,8 @@ ik_job_start_download(IkJob *job)
 	MemoryContext old = MemoryContextSwitchTo(job->q.mcxt);
 
 	job->download = ik_source_request(job->q.source_url, (size_t) ik_max_file_size,
-									  ik_timeout, ik_connect_timeout);
+									  ik_timeout, ik_connect_timeout,
+									  ik_allow_private_sources);
 	job->download->arg = job;
 	ik_http_start(job->download);
 	MemoryContextSwitchTo(old);

@@ -21,6 +21,7 @@ $node->append_conf('postgresql.conf',
 	"shared_preload_libraries = 'imagekit_ext'\n"
 	  . $ik->conf
 	  . "imagekit.workers = 2\n"
+	  . "imagekit.allow_private_sources = on\n"
 	  . "imagekit.max_concurrent_uploads = 4\n"
 	  . "imagekit.batch_size = 8\n"
 	  . "imagekit.retry_base_delay = 100\n"
@@ -136,6 +137,19 @@ sq("INSERT INTO coffee_images (url) VALUES ('$base/source/page.html'), ('$base/s
 ok(drained(), 'broken sources drained');
 is(sq("SELECT string_agg(state || ':' || coalesce(last_http_status, 0) || ':' || attempts, ',' ORDER BY source_url) FROM imagekit.jobs WHERE source_url ~ '(page\\.html|missing\\.png)\$'"),
 	'fallback:404:1,fallback:200:1', 'not an image and 404 are permanent');
+
+# a source on a private address is refused unless allowed, at once
+$ik->reset;
+sq("ALTER SYSTEM SET imagekit.allow_private_sources = off");
+$node->reload;
+$node->poll_query_until('postgres', "SELECT current_setting('imagekit.allow_private_sources') = 'off'");
+insert_sources(8300, 8300);
+ok(drained(), 'private source drained');
+is(sq("SELECT state || ':' || attempts || ':' || last_error FROM imagekit.jobs WHERE source_url LIKE '%img-8300-%'"),
+	'fallback:1:source address is not public (set imagekit.allow_private_sources to allow it)', 'a loopback source is refused');
+is($ik->stats->{downloads}, 0, 'and never reached');
+sq("ALTER SYSTEM SET imagekit.allow_private_sources = on");
+$node->reload;
 
 # the stand-in down for a while, then up on the same port
 $ik->reset;
