@@ -364,7 +364,9 @@ ik_queue_next_due_ms(void)
 					"  (SELECT min(next_attempt_at) FROM imagekit.jobs j"
 					"    WHERE state = 'queued' AND EXISTS (SELECT FROM imagekit.attachments a"
 					"      JOIN pg_catalog.pg_class r ON r.oid = a.tbl WHERE a.tbl = j.tbl)),"
-					"  (SELECT min(lease_expires_at) FROM imagekit.jobs WHERE state = 'in_flight'))"
+					"  (SELECT min(lease_expires_at) FROM imagekit.jobs j"
+					"    WHERE state = 'in_flight' AND EXISTS (SELECT FROM imagekit.attachments a"
+					"      JOIN pg_catalog.pg_class r ON r.oid = a.tbl WHERE a.tbl = j.tbl)))"
 					"  - clock_timestamp())) * 1000))::bigint",
 					true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not read the imagekit queue");
