@@ -82,4 +82,12 @@ SELECT imagekit.detach('imgs');
 INSERT INTO imgs (id, url) VALUES (8, 'https://example.com/h.png');
 SELECT count(*) FROM imagekit.jobs;
 SELECT count(*) FROM imgs WHERE imagekit_url IS NOT NULL;
-DROP TABLE imgs, nokey, twokeys CASCADE;
+DROP TABLE nokey, twokeys CASCADE;
+
+-- dropping an attached table takes its jobs, attachment and trigger function along
+SELECT imagekit.attach('imgs', backfill => true);
+SELECT count(*) FROM imagekit.jobs;
+DROP TABLE imgs CASCADE;
+SELECT count(*) AS jobs, (SELECT count(*) FROM imagekit.attachments) AS attachments,
+       (SELECT count(*) FROM pg_proc WHERE proname LIKE 'enqueue\_%') AS functions
+FROM imagekit.jobs;

@@ -135,9 +135,15 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
 
-    EXECUTE format('ALTER TABLE %s ADD COLUMN IF NOT EXISTS %I text', tbl, target_column);
+    IF NOT EXISTS (SELECT 1 FROM pg_attribute
+                   WHERE attrelid = tbl AND attname = target_column
+                     AND NOT attisdropped AND attnum > 0) THEN
+        EXECUTE format('ALTER TABLE %s ADD COLUMN %I text', tbl, target_column);
+    END IF;
     idx := left('idx_' || rel.relname || '_' || target_column, 63);
-    EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON %s (%I)', idx, tbl, target_column);
+    IF to_regclass(format('%I.%I', rel.nspname, idx)) IS NULL THEN
+        EXECUTE format('CREATE INDEX %I ON %s (%I)', idx, tbl, target_column);
+    END IF;
 
     -- A trigger function of its own, with static SQL that is planned once
     -- per session.  Statement-level triggers with transition tables queue a
@@ -293,3 +299,34 @@ RETURNS record
 AS 'MODULE_PATHNAME', 'imagekit_stats'
 LANGUAGE C STRICT VOLATILE PARALLEL SAFE;
 REVOKE ALL ON FUNCTION imagekit.stats() FROM PUBLIC;
+
+-- A table dropped without detach takes its jobs, attachment and trigger
+-- function along, so that nothing is left behind for the workers.
+CREATE FUNCTION imagekit.on_sql_drop()
+RETURNS event_trigger
+LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    dropped record;
+    fn text;
+BEGIN
+    IF to_regclass('imagekit.attachments') IS NULL THEN
+        RETURN;                 -- the extension itself is being dropped
+    END IF;
+    FOR dropped IN SELECT objid FROM pg_event_trigger_dropped_objects()
+                    WHERE classid = 'pg_class'::regclass AND objsubid = 0
+                      AND object_type = 'table'
+    LOOP
+        DELETE FROM imagekit.attachments a WHERE a.tbl = dropped.objid
+            RETURNING a.trigger_function INTO fn;
+        IF fn IS NOT NULL THEN
+            DELETE FROM imagekit.jobs j WHERE j.tbl = dropped.objid;
+            EXECUTE format('DROP FUNCTION IF EXISTS %s()', fn);
+        END IF;
+    END LOOP;
+END
+$$;
+REVOKE ALL ON FUNCTION imagekit.on_sql_drop() FROM PUBLIC;
+CREATE EVENT TRIGGER imagekit_sql_drop ON sql_drop
+    EXECUTE FUNCTION imagekit.on_sql_drop();
