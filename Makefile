@@ -22,7 +22,7 @@ SHLIB_LINK = $(shell pkg-config --libs libcurl json-c)
 
 # pg_regress needs a server configured by test/run-tests (the stand-in's
 # endpoint and key); the TAP tests start their own.
-REGRESS = setup settings upload attach
+REGRESS = setup settings upload attach coffee
 ISOLATION = claim_skip_locked claim_lease requeue_while_in_flight complete_lock_order orphans
 ISOLATION_OPTS = --inputdir=test/isolation
 TAP_TESTS = 1

@@ -26,6 +26,7 @@
 #include "ik_hash.h"
 #include "ik_http.h"
 #include "ik_protocol.h"
+#include "ik_queue.h"
 #include "ik_redact.h"
 #include "ik_settings.h"
 #include "ik_shmem.h"
@@ -62,6 +63,7 @@ void		_PG_init(void);
 PG_FUNCTION_INFO_V1(imagekit_upload);
 PG_FUNCTION_INFO_V1(imagekit_wake_worker_on_commit);
 PG_FUNCTION_INFO_V1(imagekit_stats);
+PG_FUNCTION_INFO_V1(imagekit_worker_is_storing);
 
 static bool
 ik_is_loopback_host(const char *host)
@@ -584,4 +586,11 @@ imagekit_stats(PG_FUNCTION_ARGS)
 	values[7] = Int32GetDatum((int32) ik_shmem_in_flight());
 	tupdesc = BlessTupleDesc(tupdesc);
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
+}
+
+/* imagekit.worker_is_storing(): see the enqueue triggers. */
+Datum
+imagekit_worker_is_storing(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BOOL(ik_queue_worker_is_storing());
 }

@@ -53,6 +53,14 @@ AS 'MODULE_PATHNAME', 'imagekit_wake_worker_on_commit'
 LANGUAGE C STRICT VOLATILE PARALLEL UNSAFE;
 REVOKE ALL ON FUNCTION imagekit.wake_worker_on_commit() FROM PUBLIC;
 
+-- Whether this backend is a worker storing a result (the enqueue trigger
+-- then knows a changed target is the worker's own doing).
+CREATE FUNCTION imagekit.worker_is_storing()
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'imagekit_worker_is_storing'
+LANGUAGE C STRICT VOLATILE PARALLEL SAFE;
+REVOKE ALL ON FUNCTION imagekit.worker_is_storing() FROM PUBLIC;
+
 -- The role the caller acts as, seen from inside a SECURITY DEFINER function.
 CREATE FUNCTION imagekit.check_table_owner(tbl regclass)
 RETURNS void
@@ -165,6 +173,18 @@ BEGIN
                        next_attempt_at = now(), last_error = NULL,
                        last_http_status = NULL, updated_at = now();
             ELSE
+                -- a URL stored by someone else (an RPC that uploaded itself)
+                -- on a row whose source did not change wins over the job
+                IF NOT imagekit.worker_is_storing() THEN
+                    UPDATE imagekit.jobs j
+                       SET state = 'done', generation = j.generation + 1,
+                           result_url = n.%4$I, last_error = NULL, updated_at = now()
+                      FROM imagekit_new_rows n JOIN imagekit_old_rows o ON o.%2$I = n.%2$I
+                     WHERE j.tbl = TG_RELID AND j.row_key = n.%2$I::text
+                       AND j.state IN ('queued', 'in_flight')
+                       AND n.%3$I IS NOT DISTINCT FROM o.%3$I
+                       AND n.%4$I IS NOT NULL AND n.%4$I IS DISTINCT FROM o.%4$I;
+                END IF;
                 INSERT INTO imagekit.jobs AS j (tbl, row_key, source_url)
                 SELECT TG_RELID, n.%2$I::text, n.%3$I
                   FROM imagekit_new_rows n JOIN imagekit_old_rows o ON o.%2$I = n.%2$I

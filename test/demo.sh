@@ -20,7 +20,7 @@ ik_build_install
 work=$(ik_workdir)
 cleanup() {
 	ik_stop_cluster "$work"
-	[ -n "${IK_STANDIN_PID:-}" ] && kill "$IK_STANDIN_PID" 2>/dev/null
+	ik_stop_standin "$work"
 	rm -rf "$work"
 }
 trap cleanup EXIT

@@ -78,6 +78,12 @@ ik_start_cluster() {
 	ik_as_postgres pg_ctl -D "$dir/data" -l "$dir/server.log" -w start >/dev/null
 }
 
+# ik_stop_standin DIR: stop the stand-in started with ik_start_standin DIR
+# (runuser's child survives a kill of runuser itself).
+ik_stop_standin() {
+	pkill -f "imagekit_standin.py .*--port-file $1/standin.port" 2>/dev/null || true
+}
+
 ik_stop_cluster() {
 	ik_as_postgres pg_ctl -D "$1/data" -m fast -w stop >/dev/null 2>&1 || true
 }

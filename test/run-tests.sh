@@ -15,7 +15,7 @@ work=$(ik_workdir)
 key=private_regress_$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')
 cleanup() {
 	ik_stop_cluster "$work"
-	[ -n "${IK_STANDIN_PID:-}" ] && kill "$IK_STANDIN_PID" 2>/dev/null
+	ik_stop_standin "$work"
 	if [ "${status:-1}" -eq 0 ]; then rm -rf "$work"; else echo "test files kept in $work" >&2; fi
 }
 trap cleanup EXIT

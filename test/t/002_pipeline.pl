@@ -177,6 +177,16 @@ is(sq("SELECT count(*) FROM imagekit.jobs WHERE row_key = '$deleted'"), '0', 'th
 is(sq("SELECT a.content_hash IS NOT NULL AND c.imagekit_url = a.url FROM coffee_images c JOIN imagekit.jobs j ON j.row_key = c.id::text JOIN imagekit.assets a ON a.content_hash = j.content_hash WHERE c.url LIKE '%img-9502-%'"),
 	't', 'the re-pointed row got the new image\'s URL, not the stale one');
 
+# a URL stored by the application while the job waits wins over the job
+$ik->reset;
+$ik->config(latency_ms => 1500);
+insert_sources(9600, 9600);
+ok($node->poll_query_until('postgres', "SELECT count(*) = 1 FROM imagekit.jobs WHERE source_url LIKE '%img-9600-%' AND state = 'in_flight'"), 'job in flight');
+sq("UPDATE coffee_images SET imagekit_url = 'https://ik.imagekit.io/demo/by-the-app.png' WHERE url LIKE '%img-9600-%'");
+$ik->config(latency_ms => 0);
+ok(drained(), 'drained');
+is(sq("SELECT imagekit_url FROM coffee_images WHERE url LIKE '%img-9600-%'"), 'https://ik.imagekit.io/demo/by-the-app.png', 'the application\'s URL is kept');
+
 # crash and restart mid-drain: nothing lost, nothing stored twice
 $ik->reset;
 $ik->config(latency_ms => 100);
