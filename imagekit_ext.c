@@ -26,7 +26,6 @@
 #include "ik_hash.h"
 #include "ik_http.h"
 #include "ik_protocol.h"
-#include "ik_queue.h"
 #include "ik_redact.h"
 #include "ik_settings.h"
 #include "ik_shmem.h"
@@ -53,6 +52,7 @@ int			ik_max_file_size = 25 * 1024 * 1024;
 char	   *ik_database = NULL;
 bool		ik_enabled = true;
 bool		ik_allow_private_sources = false;
+bool		ik_worker_storing = false;
 int			ik_workers = 1;
 int			ik_max_concurrent_uploads = 16;
 int			ik_batch_size = 64;
@@ -363,6 +363,19 @@ _PG_init(void)
 							 PGC_SUSET,
 							 0,
 							 NULL, NULL, NULL);
+	/*
+	 * Set while a worker stores a result in a table row, so that the enqueue
+	 * trigger can tell the worker's own update from an application's.  The
+	 * worker flips the variable directly around its UPDATE; tests SET it.
+	 */
+	DefineCustomBoolVariable("imagekit.worker_storing",
+							 gettext_noop("Internal: set while the worker stores a result."),
+							 NULL,
+							 &ik_worker_storing,
+							 false,
+							 PGC_SUSET,
+							 GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE | GUC_NO_RESET_ALL,
+							 NULL, NULL, NULL);
 	DefineCustomIntVariable("imagekit.workers",
 							gettext_noop("Number of background worker processes."),
 							NULL,
@@ -592,5 +605,5 @@ imagekit_stats(PG_FUNCTION_ARGS)
 Datum
 imagekit_worker_is_storing(PG_FUNCTION_ARGS)
 {
-	PG_RETURN_BOOL(ik_queue_worker_is_storing());
+	PG_RETURN_BOOL(ik_worker_storing);
 }

@@ -34,6 +34,7 @@
 
 #include "ik_assets.h"
 #include "ik_queue.h"
+#include "ik_settings.h"
 
 /* Is the extension (at a version with a queue) installed here? */
 bool
@@ -211,15 +212,6 @@ ik_queue_requeue_if_mine(IkQueueJob *job, int slot)
 				  2, argtypes, args, NULL, SPI_OK_UPDATE);
 }
 
-/* set while a worker updates a table row, for the enqueue trigger */
-static bool ik_storing = false;
-
-bool
-ik_queue_worker_is_storing(void)
-{
-	return ik_storing;
-}
-
 typedef enum IkStoreResult
 {
 	IK_STORE_OK,				/* row updated (or gone), job recorded */
@@ -261,13 +253,13 @@ ik_queue_store(IkQueueJob *job, int slot, const char *state, const char *url,
 	PG_TRY();
 	{
 		SetUserIdAndSecContext(job->owner, save_sec | SECURITY_RESTRICTED_OPERATION);
-		ik_storing = true;
+		ik_worker_storing = true;
 		SPI_connect();
 		if (SPI_execute_with_args(sql, 3, argtypes, args, NULL, false, 0) != SPI_OK_UPDATE)
 			elog(ERROR, "could not update %s.%s", job->nspname, job->relname);
 		*stored = (int) SPI_processed;
 		SPI_finish();
-		ik_storing = false;
+		ik_worker_storing = false;
 		SetUserIdAndSecContext(save_userid, save_sec);
 
 		if (ik_queue_update_job(job, slot, state, job->result != IK_JOB_DONE))
@@ -285,7 +277,7 @@ ik_queue_store(IkQueueJob *job, int slot, const char *state, const char *url,
 	{
 		ErrorData  *edata;
 
-		ik_storing = false;
+		ik_worker_storing = false;
 		SetUserIdAndSecContext(save_userid, save_sec);
 		MemoryContextSwitchTo(mcxt);
 		edata = CopyErrorData();

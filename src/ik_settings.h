@@ -26,6 +26,7 @@ extern int	ik_retry_max_delay;
 extern char *ik_database;
 extern bool ik_enabled;
 extern bool ik_allow_private_sources;
+extern bool ik_worker_storing;
 extern int	ik_workers;
 extern int	ik_max_concurrent_uploads;
 extern int	ik_batch_size;
