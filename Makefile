@@ -11,6 +11,7 @@ OBJS = \
 	src/ik_redact.o \
 	src/ik_shmem.o \
 	src/ik_source.o \
+	src/ik_spi.o \
 	src/ik_worker.o
 PGFILEDESC = "imagekit_ext - upload images to the ImageKit CDN"
 

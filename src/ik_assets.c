@@ -18,6 +18,7 @@
 #include "utils/builtins.h"
 
 #include "ik_assets.h"
+#include "ik_spi.h"
 
 static char *
 ik_spi_text(HeapTuple tup, TupleDesc desc, int col, MemoryContext mcxt)
@@ -50,7 +51,7 @@ ik_asset_lookup(const char *content_hash, IkUploadResult *asset)
 
 	args[0] = CStringGetTextDatum(content_hash);
 	SPI_connect();
-	if (SPI_execute_with_args("SELECT url, file_id, file_path, name, size, width, height "
+	if (ik_spi_execute("SELECT url, file_id, file_path, name, size, width, height "
 							  "FROM imagekit.assets WHERE content_hash = $1",
 							  1, argtypes, args, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not look up imagekit.assets");
@@ -118,7 +119,7 @@ ik_asset_record(const char *content_hash, const IkUploadResult *asset)
 	args[7] = ik_int_or_null(asset->height, false, nulls, 7);
 
 	SPI_connect();
-	if (SPI_execute_with_args("INSERT INTO imagekit.assets "
+	if (ik_spi_execute("INSERT INTO imagekit.assets "
 							  "(content_hash, url, file_id, file_path, name, size, width, height) "
 							  "VALUES ($1, $2, $3, $4, $5, $6, $7, $8) "
 							  "ON CONFLICT (content_hash) DO NOTHING",

@@ -34,6 +34,7 @@
 
 #include "ik_assets.h"
 #include "ik_queue.h"
+#include "ik_spi.h"
 #include "ik_settings.h"
 
 /* Is the extension (at a version with a queue) installed here? */
@@ -52,7 +53,7 @@ ik_queue_release_worker(int slot)
 	Datum		args[1] = {Int32GetDatum(slot)};
 
 	SPI_connect();
-	if (SPI_execute_with_args("UPDATE imagekit.jobs SET state = 'queued', "
+	if (ik_spi_execute("UPDATE imagekit.jobs SET state = 'queued', "
 							  "lease_expires_at = NULL, worker = NULL, updated_at = now() "
 							  "WHERE state = 'in_flight' AND worker = $1",
 							  1, argtypes, args, NULL, false, 0) != SPI_OK_UPDATE)
@@ -76,7 +77,7 @@ ik_queue_claim(int slot, int limit, int lease_ms, MemoryContext parent,
 	List	   *jobs = NIL;
 
 	SPI_connect();
-	if (SPI_execute_with_args("WITH c AS ("
+	if (ik_spi_execute("WITH c AS ("
 							  "  SELECT q.id FROM imagekit.jobs q"
 							  "   WHERE ((q.state = 'queued' AND q.next_attempt_at <= now())"
 							  "       OR (q.state = 'in_flight' AND q.lease_expires_at < now()))"
@@ -138,7 +139,7 @@ ik_queue_exec(const char *sql, int nargs, Oid *argtypes, Datum *args,
 	int			rc;
 
 	SPI_connect();
-	rc = SPI_execute_with_args(sql, nargs, argtypes, args, nulls, false, 0);
+	rc = ik_spi_execute(sql, nargs, argtypes, args, nulls, false, 0);
 	if (rc != expected)
 		elog(ERROR, "imagekit queue query failed: %s", SPI_result_code_string(rc));
 	SPI_finish();
@@ -183,7 +184,7 @@ ik_queue_update_job(IkQueueJob *job, int slot, const char *state,
 	args[9] = Int32GetDatum(slot);
 
 	SPI_connect();
-	if (SPI_execute_with_args("UPDATE imagekit.jobs SET state = $3,"
+	if (ik_spi_execute("UPDATE imagekit.jobs SET state = $3,"
 							  " attempts = attempts + $4,"
 							  " next_attempt_at = now() + $5 * interval '1 millisecond',"
 							  " lease_expires_at = NULL, worker = NULL,"
@@ -255,7 +256,7 @@ ik_queue_store(IkQueueJob *job, int slot, const char *state, const char *url,
 		SetUserIdAndSecContext(job->owner, save_sec | SECURITY_RESTRICTED_OPERATION);
 		ik_worker_storing = true;
 		SPI_connect();
-		if (SPI_execute_with_args(sql, 3, argtypes, args, NULL, false, 0) != SPI_OK_UPDATE)
+		if (ik_spi_execute(sql, 3, argtypes, args, NULL, false, 0) != SPI_OK_UPDATE)
 			elog(ERROR, "could not update %s.%s", job->nspname, job->relname);
 		*stored = (int) SPI_processed;
 		SPI_finish();

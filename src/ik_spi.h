@@ -1,0 +1,18 @@
+/*-------------------------------------------------------------------------
+ *
+ * ik_spi.h
+ *	  Prepared SPI plans kept for the life of the process.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef IK_SPI_H
+#define IK_SPI_H
+
+#include "executor/spi.h"
+
+extern SPIPlanPtr ik_spi_plan(const char *sql, int nargs, Oid *argtypes);
+extern int	ik_spi_execute(const char *sql, int nargs, Oid *argtypes,
+						   Datum *args, const char *nulls, bool read_only,
+						   long count);
+
+#endif							/* IK_SPI_H */
