@@ -173,9 +173,13 @@ BEGIN
                        next_attempt_at = now(), last_error = NULL,
                        last_http_status = NULL, updated_at = now();
             ELSE
+                -- the worker storing a result changes only the target
+                IF imagekit.worker_is_storing() THEN
+                    RETURN NULL;
+                END IF;
                 -- a URL stored by someone else (an RPC that uploaded itself)
                 -- on a row whose source did not change wins over the job
-                IF NOT imagekit.worker_is_storing() THEN
+                BEGIN
                     UPDATE imagekit.jobs j
                        SET state = 'done', generation = j.generation + 1,
                            result_url = n.%4$I, last_error = NULL, updated_at = now()
@@ -184,7 +188,7 @@ BEGIN
                        AND j.state IN ('queued', 'in_flight')
                        AND n.%3$I IS NOT DISTINCT FROM o.%3$I
                        AND n.%4$I IS NOT NULL AND n.%4$I IS DISTINCT FROM o.%4$I;
-                END IF;
+                END;
                 INSERT INTO imagekit.jobs AS j (tbl, row_key, source_url)
                 SELECT TG_RELID, n.%2$I::text, n.%3$I
                   FROM imagekit_new_rows n JOIN imagekit_old_rows o ON o.%2$I = n.%2$I

@@ -101,7 +101,14 @@ ik_http_write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
 	if (need > req->body_cap)
 	{
 		size_t		newcap = Max(req->body_cap * 2, need);
+		curl_off_t	announced = -1;
 		char	   *nb;
+
+		/* size the buffer once from Content-Length, when it is honest */
+		curl_easy_getinfo(req->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &announced);
+		if (announced > 0 && (size_t) announced <= req->max_body &&
+			(size_t) announced + 1 >= need)
+			newcap = (size_t) announced + 1;
 
 		newcap = Min(newcap, req->max_body + 1);
 		/* no ERROR may escape into libcurl: ask for NULL on failure */

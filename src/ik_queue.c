@@ -6,7 +6,7 @@
  * A job is claimed with FOR UPDATE SKIP LOCKED and marked in_flight with a
  * lease and the worker's slot, in one short transaction; several workers
  * therefore never claim the same job.  A lease that expires (its worker
- * died) makes the job claimable again, and a restarted worker releases at
+ * died) sends the job back to the queue, and a restarted worker releases at
  * once the jobs its slot held before.
  *
  * Completion checks that the job is still this worker's: same generation
@@ -62,7 +62,25 @@ ik_queue_release_worker(int slot)
 }
 
 /*
- * Claim up to "limit" due jobs.  Each job is allocated with job_size bytes
+ * Jobs whose lease expired (their worker died, or is far too slow) go back
+ * to the queue.  A worker that still holds one in memory then finds it is
+ * no longer its own when it completes it.
+ */
+void
+ik_queue_requeue_expired(void)
+{
+	SPI_connect();
+	if (ik_spi_execute("UPDATE imagekit.jobs SET state = 'queued', next_attempt_at = now(),"
+					   " lease_expires_at = NULL, worker = NULL, updated_at = now() "
+					   "WHERE state = 'in_flight' AND lease_expires_at < now()",
+					   0, NULL, NULL, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not requeue expired imagekit jobs");
+	SPI_finish();
+}
+
+/*
+ * Claim up to "limit" due jobs, oldest due first, through the partial index
+ * on queued jobs, so that a claim costs the same whatever the backlog.  Each job is allocated with job_size bytes
  * (a caller's struct that starts with an IkQueueJob) in a memory context of
  * its own under "parent"; the list is in CurrentMemoryContext.
  */
@@ -79,12 +97,11 @@ ik_queue_claim(int slot, int limit, int lease_ms, MemoryContext parent,
 	SPI_connect();
 	if (ik_spi_execute("WITH c AS ("
 							  "  SELECT q.id FROM imagekit.jobs q"
-							  "   WHERE ((q.state = 'queued' AND q.next_attempt_at <= now())"
-							  "       OR (q.state = 'in_flight' AND q.lease_expires_at < now()))"
+							  "   WHERE q.state = 'queued' AND q.next_attempt_at <= now()"
 							  "     AND EXISTS (SELECT FROM imagekit.attachments a"
 							  "                  JOIN pg_catalog.pg_class r ON r.oid = a.tbl"
 							  "                 WHERE a.tbl = q.tbl)"
-							  "   ORDER BY q.next_attempt_at, q.id"
+							  "   ORDER BY q.next_attempt_at"
 							  "   LIMIT $1"
 							  "   FOR UPDATE OF q SKIP LOCKED) "
 							  "UPDATE imagekit.jobs j"

@@ -32,6 +32,8 @@
  */
 #include "postgres.h"
 
+#include <malloc.h>
+
 #include "access/xact.h"
 #include "access/xlog.h"
 #include "lib/ilist.h"
@@ -90,6 +92,9 @@ static int	ik_nrequests = 0;		/* HTTP requests in flight */
 static MemoryContext ik_jobs_cxt;
 static bool ik_claim_wanted = true;
 static TimestampTz ik_next_due = 0; /* 0: nothing known to be due */
+static TimestampTz ik_leases_checked = 0;
+
+#define IK_LEASE_CHECK_MS 5000
 
 void
 ik_worker_register(int slot)
@@ -501,6 +506,11 @@ ik_worker_dedup_and_claim(bool *installed, bool *released)
 		ik_queue_release_worker(ik_slot);
 		*released = true;
 	}
+	if (TimestampDifferenceExceeds(ik_leases_checked, now, IK_LEASE_CHECK_MS))
+	{
+		ik_queue_requeue_expired();
+		ik_leases_checked = now;
+	}
 
 	dlist_foreach(it, &ik_jobs)
 	{
@@ -530,15 +540,53 @@ ik_worker_dedup_and_claim(bool *installed, bool *released)
 		}
 		if (list_length(claimed) < limit)
 		{
-			/* the queue is drained for now: sleep until the next due job */
-			long		due = ik_queue_next_due_ms();
-
+			/* the queue is drained for now */
 			ik_claim_wanted = false;
-			ik_next_due = (due < 0) ? 0 :
-				TimestampTzPlusMilliseconds(GetCurrentTimestamp(), Max(due, 50));
+			ik_next_due = 0;
+			if (room - list_length(claimed) == ik_max_concurrent_uploads)
+			{
+				/* and we are idle: sleep until the next due job */
+				long		due = ik_queue_next_due_ms();
+
+				if (due >= 0)
+					ik_next_due = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+															  Max(due, 50));
+			}
 		}
 	}
 	ik_worker_commit();
+}
+
+/* Jobs in memory that are not finished. */
+static int
+ik_worker_active_jobs(void)
+{
+	dlist_iter	it;
+	int			n = 0;
+
+	dlist_foreach(it, &ik_jobs)
+	{
+		if (dlist_container(IkJob, node, it.cur)->phase != IK_PHASE_FINISHED)
+			n++;
+	}
+	return n;
+}
+
+/*
+ * Whether to claim now: when idle at once (latency), otherwise only once
+ * there is room for a good part of a batch, so that a busy worker runs one
+ * claim per several jobs rather than one per job.
+ */
+static bool
+ik_worker_should_claim(void)
+{
+	int			active = ik_worker_active_jobs();
+	int			room = ik_max_concurrent_uploads - active;
+
+	if (!ik_enabled || !ik_claim_wanted || room <= 0)
+		return false;
+	return active == 0 ||
+		room >= Max(1, Min(ik_batch_size, ik_max_concurrent_uploads / 4));
 }
 
 static bool
@@ -595,6 +643,12 @@ ik_worker_main(Datum arg)
 	/* results lost in a crash are redone: no need to wait for WAL flushes */
 	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
 
+	/*
+	 * Image buffers are large and short-lived: keep them out of the heap,
+	 * so that freeing one gives its memory back to the system at once.
+	 */
+	mallopt(M_MMAP_THRESHOLD, 256 * 1024);
+
 	ik_jobs_cxt = AllocSetContextCreate(TopMemoryContext, "imagekit jobs",
 										ALLOCSET_DEFAULT_SIZES);
 	loop_cxt = AllocSetContextCreate(TopMemoryContext, "imagekit worker loop",
@@ -644,7 +698,7 @@ ik_worker_main(Datum arg)
 			ik_claim_wanted = true;
 			ik_next_due = 0;
 		}
-		if (ik_claim_wanted || ik_worker_dedup_due())
+		if (!installed || ik_worker_should_claim() || ik_worker_dedup_due())
 		{
 			ik_worker_dedup_and_claim(&installed, &released);
 			MemoryContextSwitchTo(loop_cxt);
