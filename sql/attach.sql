@@ -35,16 +35,18 @@ UPDATE imgs SET label = 'relabelled' WHERE id = 1;
 UPDATE imgs SET url = 'https://example.com/a2.png' WHERE id = 1;
 UPDATE imgs SET url = 'https://example.com/f2.png' WHERE id = 6;
 SELECT row_key, source_url, state, generation FROM imagekit.jobs ORDER BY row_key;
+-- inserts wait in the inbox until a worker moves them into the queue
+SELECT tbl::regclass, row_key, source_url FROM imagekit.inbox ORDER BY row_key;
 
 -- a bulk insert is queued by one statement-level trigger call
 INSERT INTO imgs (id, url) SELECT g, 'https://example.com/bulk' || g || '.png' FROM generate_series(100, 1099) g;
-SELECT count(*) FROM imagekit.jobs;
+SELECT (SELECT count(*) FROM imagekit.jobs) AS jobs, (SELECT count(*) FROM imagekit.inbox) AS inbox;
 
 -- a rolled-back insert queues nothing
 BEGIN;
 INSERT INTO imgs (id, url) VALUES (7, 'https://example.com/g.png');
 ROLLBACK;
-SELECT count(*) FROM imagekit.jobs WHERE row_key = '7';
+SELECT count(*) FROM imagekit.inbox WHERE row_key = '7';
 
 -- what the status view shows
 SELECT tbl, queued, in_flight, done, fallback, oldest_queued_age IS NOT NULL AS has_age, last_error FROM imagekit.status;
@@ -80,7 +82,7 @@ DROP ROLE imagekit_attach_user;
 SELECT imagekit.detach('imgs');
 SELECT imagekit.detach('imgs');
 INSERT INTO imgs (id, url) VALUES (8, 'https://example.com/h.png');
-SELECT count(*) FROM imagekit.jobs;
+SELECT (SELECT count(*) FROM imagekit.jobs) AS jobs, (SELECT count(*) FROM imagekit.inbox) AS inbox;
 SELECT count(*) FROM imgs WHERE imagekit_url IS NOT NULL;
 DROP TABLE nokey, twokeys CASCADE;
 
@@ -88,6 +90,7 @@ DROP TABLE nokey, twokeys CASCADE;
 SELECT imagekit.attach('imgs', backfill => true);
 SELECT count(*) FROM imagekit.jobs;
 DROP TABLE imgs CASCADE;
-SELECT count(*) AS jobs, (SELECT count(*) FROM imagekit.attachments) AS attachments,
+SELECT count(*) AS jobs, (SELECT count(*) FROM imagekit.inbox) AS inbox,
+       (SELECT count(*) FROM imagekit.attachments) AS attachments,
        (SELECT count(*) FROM pg_proc WHERE proname LIKE 'enqueue\_%') AS functions
 FROM imagekit.jobs;

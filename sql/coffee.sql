@@ -65,19 +65,26 @@ SET imagekit.use_unique_file_name = off;
 CREATE TEMP TABLE img AS
 SELECT decode('iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==', 'base64') AS png;
 
+-- What is queued: jobs, and inserts still in the inbox (no worker moves
+-- them here: the test cluster's worker drains database "postgres").
+CREATE TEMP VIEW queue AS
+SELECT tbl::oid AS tbl, row_key, source_url, state, generation FROM imagekit.jobs
+UNION ALL
+SELECT tbl, row_key, source_url, 'queued', 1 FROM imagekit.inbox;
+
 -- 1. A given CDN URL is stored as is, and nothing is queued.
 SELECT coffee_id, url, alt, width, height, sort_order, source, content_hash, imagekit_url
 FROM rpc_upsert_coffee_image(1, 'https://example.com/beans/ethiopia.jpg', p_alt => 'Ethiopia Yirgacheffe',
                              p_width => 800, p_height => 600, p_source => 'roaster',
                              p_imagekit_url => 'https://ik.imagekit.io/demo/coffee-images/ethiopia.jpg');
-SELECT count(*) AS jobs FROM imagekit.jobs WHERE tbl = 'public.coffee_images'::regclass;
+SELECT count(*) AS jobs FROM queue WHERE tbl = 'public.coffee_images'::regclass;
 
 -- 2. Neither URL nor content: imagekit_url stays NULL and the insert
 -- trigger queues one job for the row, with the source URL.
 SELECT coffee_id, url, alt, width, height, sort_order, source, content_hash, imagekit_url
 FROM rpc_upsert_coffee_image(2, 'https://example.com/beans/colombia.jpg', p_sort_order => 1);
 SELECT j.source_url, j.state, j.generation, j.row_key = i.id::text AS row_key_is_id
-FROM imagekit.jobs j JOIN coffee_images i ON j.row_key = i.id::text
+FROM queue j JOIN coffee_images i ON j.row_key = i.id::text
 WHERE j.tbl = 'public.coffee_images'::regclass;
 
 -- 3. Content: uploaded at once.  The file name is the URL's last path
@@ -90,7 +97,7 @@ SELECT id AS kenya_id FROM coffee_images WHERE coffee_id = 3 \gset
 -- really uploaded (not a dedup hit), and not queued
 SELECT name, file_path, width, height FROM imagekit.assets
 WHERE content_hash = (SELECT content_hash FROM coffee_images WHERE id = :kenya_id);
-SELECT count(*) AS jobs FROM imagekit.jobs WHERE tbl = 'public.coffee_images'::regclass;
+SELECT count(*) AS jobs FROM queue WHERE tbl = 'public.coffee_images'::regclass;
 
 -- ... and a URL with no path segment gives the name "image"
 SELECT url, width, height, imagekit_url
@@ -103,7 +110,7 @@ FROM img, rpc_upsert_coffee_image(3, 'https://example.com/beans/Kenya%20AA (1).p
                                   p_alt => 'Kenya AA', p_content => png || '\x03'::bytea);
 -- the queued image too: still NULL, still the one job, not re-queued
 SELECT imagekit_url FROM rpc_upsert_coffee_image(2, 'https://example.com/beans/colombia.jpg', p_sort_order => 1);
-SELECT source_url, state, generation FROM imagekit.jobs WHERE tbl = 'public.coffee_images'::regclass;
+SELECT source_url, state, generation FROM queue WHERE tbl = 'public.coffee_images'::regclass;
 -- an update without a URL keeps the stored one; alt and source are replaced
 SELECT alt, width, height, source, imagekit_url
 FROM rpc_upsert_coffee_image(1, 'https://example.com/beans/ethiopia.jpg', p_alt => 'Ethiopia');
@@ -120,7 +127,7 @@ SELECT id = :kenya_id AS same_id, imagekit_url
 FROM img, rpc_upsert_coffee_image(3, 'https://example.com/beans/Kenya%20AA (1).png?size=large#top',
                                   p_alt => 'Kenya AA', p_content => png || '\x03ff'::bytea);
 RESET imagekit.max_file_size;
-SELECT count(*) AS jobs FROM imagekit.jobs WHERE tbl = 'public.coffee_images'::regclass;
+SELECT count(*) AS jobs FROM queue WHERE tbl = 'public.coffee_images'::regclass;
 
 -- 6. As an application role (SECURITY INVOKER): it needs rights on the
 -- table, and EXECUTE on imagekit_upload() to upload; without the latter the
@@ -138,7 +145,7 @@ SET ROLE regress_coffee_app;
 SELECT url, width, height, imagekit_url
 FROM img, rpc_upsert_coffee_image(6, 'https://example.com/beans/peru.png', p_content => png || '\x06'::bytea);
 RESET ROLE;
-SELECT source_url, state FROM imagekit.jobs
+SELECT source_url, state FROM queue
 WHERE tbl = 'public.coffee_images'::regclass ORDER BY source_url;
 REVOKE EXECUTE ON FUNCTION imagekit_upload(bytea, text) FROM regress_coffee_app;
 REVOKE ALL ON coffee_images, img FROM regress_coffee_app;

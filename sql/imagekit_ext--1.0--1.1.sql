@@ -46,6 +46,20 @@ REVOKE ALL ON imagekit.jobs FROM PUBLIC;
 SELECT pg_catalog.pg_extension_config_dump('imagekit.jobs', '');
 SELECT pg_catalog.pg_extension_config_dump('imagekit.jobs_id_seq', '');
 
+-- The inbox: what the INSERT trigger queues, as cheaply as a row can be
+-- written (no index, no conflict check), so that inserting into an attached
+-- table costs little more than into a plain one.  The workers move it into
+-- imagekit.jobs before they claim.  It is WAL-logged like any table:
+-- nothing queued is lost.
+CREATE TABLE imagekit.inbox (
+    tbl oid NOT NULL,
+    row_key text NOT NULL,
+    source_url text NOT NULL,
+    queued_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+REVOKE ALL ON imagekit.inbox FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('imagekit.inbox', '');
+
 -- Set the worker's latch when the current transaction commits.
 CREATE FUNCTION imagekit.wake_worker_on_commit()
 RETURNS void
@@ -162,16 +176,10 @@ BEGIN
         AS $body$
         BEGIN
             IF TG_OP = 'INSERT' THEN
-                INSERT INTO imagekit.jobs AS j (tbl, row_key, source_url)
+                INSERT INTO imagekit.inbox (tbl, row_key, source_url)
                 SELECT TG_RELID, n.%2$I::text, n.%3$I
                   FROM imagekit_new_rows n
-                 WHERE n.%4$I IS NULL AND n.%3$I IS NOT NULL AND n.%3$I <> ''
-                ON CONFLICT (tbl, row_key) DO UPDATE
-                   SET source_url = EXCLUDED.source_url,
-                       state = CASE WHEN j.state = 'in_flight' THEN 'in_flight' ELSE 'queued' END,
-                       generation = j.generation + 1, attempts = 0,
-                       next_attempt_at = now(), last_error = NULL,
-                       last_http_status = NULL, updated_at = now();
+                 WHERE n.%4$I IS NULL AND n.%3$I IS NOT NULL AND n.%3$I <> '';
             ELSE
                 -- the worker storing a result changes only the target
                 IF imagekit.worker_is_storing() THEN
@@ -260,6 +268,7 @@ BEGIN
     EXECUTE format('DROP FUNCTION IF EXISTS %s()', fn);
     DELETE FROM imagekit.attachments a WHERE a.tbl = detach.tbl;
     DELETE FROM imagekit.jobs j WHERE j.tbl = detach.tbl AND j.state = 'queued';
+    DELETE FROM imagekit.inbox i WHERE i.tbl = detach.tbl;
 END
 $$;
 REVOKE ALL ON FUNCTION imagekit.detach(regclass) FROM PUBLIC;
@@ -296,11 +305,14 @@ REVOKE ALL ON FUNCTION imagekit.retry_fallbacks(regclass) FROM PUBLIC;
 -- What the pipeline is doing, per attached table.
 CREATE VIEW imagekit.status AS
 SELECT a.tbl,
-       count(*) FILTER (WHERE j.state = 'queued') AS queued,
+       count(*) FILTER (WHERE j.state = 'queued')
+         + (SELECT count(*) FROM imagekit.inbox i WHERE i.tbl = a.tbl) AS queued,
        count(*) FILTER (WHERE j.state = 'in_flight') AS in_flight,
        count(*) FILTER (WHERE j.state = 'done') AS done,
        count(*) FILTER (WHERE j.state = 'fallback') AS fallback,
-       now() - min(j.created_at) FILTER (WHERE j.state = 'queued') AS oldest_queued_age,
+       now() - least(min(j.created_at) FILTER (WHERE j.state = 'queued'),
+                     (SELECT min(i.queued_at) FROM imagekit.inbox i WHERE i.tbl = a.tbl))
+         AS oldest_queued_age,
        (SELECT j2.last_error FROM imagekit.jobs j2
          WHERE j2.tbl = a.tbl AND j2.last_error IS NOT NULL
          ORDER BY j2.updated_at DESC LIMIT 1) AS last_error
@@ -346,6 +358,7 @@ BEGIN
             RETURNING a.trigger_function INTO fn;
         IF fn IS NOT NULL THEN
             DELETE FROM imagekit.jobs j WHERE j.tbl = dropped.objid;
+            DELETE FROM imagekit.inbox i WHERE i.tbl = dropped.objid;
             EXECUTE format('DROP FUNCTION IF EXISTS %s()', fn);
         END IF;
     END LOOP;

@@ -3,6 +3,10 @@
  * ik_queue.c
  *	  The job queue: SQL that claims and completes jobs in imagekit.jobs.
  *
+ * The INSERT triggers write to imagekit.inbox, the cheapest possible queue;
+ * before claiming, a worker moves the inbox into imagekit.jobs, one job per
+ * (table, row key).
+ *
  * A job is claimed with FOR UPDATE SKIP LOCKED and marked in_flight with a
  * lease and the worker's slot, in one short transaction; several workers
  * therefore never claim the same job.  A lease that expires (its worker
@@ -59,6 +63,40 @@ ik_queue_release_worker(int slot)
 							  1, argtypes, args, NULL, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "could not release the jobs of worker %d", slot);
 	SPI_finish();
+}
+
+/*
+ * Move what the INSERT triggers queued in imagekit.inbox into imagekit.jobs,
+ * up to "limit" rows; returns how many were moved.  Rows of tables that are
+ * no longer attached are dropped.
+ */
+int
+ik_queue_absorb_inbox(int limit)
+{
+	Oid			argtypes[1] = {INT4OID};
+	Datum		args[1] = {Int32GetDatum(limit)};
+	int			moved;
+
+	SPI_connect();
+	if (ik_spi_execute("WITH moved AS ("
+					   "  DELETE FROM imagekit.inbox WHERE ctid = ANY (ARRAY("
+					   "    SELECT ctid FROM imagekit.inbox LIMIT $1 FOR UPDATE SKIP LOCKED))"
+					   "  RETURNING tbl, row_key, source_url) "
+					   "INSERT INTO imagekit.jobs AS j (tbl, row_key, source_url) "
+					   "SELECT DISTINCT ON (m.tbl, m.row_key) m.tbl, m.row_key, m.source_url"
+					   "  FROM moved m"
+					   " WHERE EXISTS (SELECT FROM imagekit.attachments a WHERE a.tbl = m.tbl) "
+					   "ON CONFLICT (tbl, row_key) DO UPDATE"
+					   "   SET source_url = EXCLUDED.source_url,"
+					   "       state = CASE WHEN j.state = 'in_flight' THEN 'in_flight' ELSE 'queued' END,"
+					   "       generation = j.generation + 1, attempts = 0,"
+					   "       next_attempt_at = now(), last_error = NULL,"
+					   "       last_http_status = NULL, updated_at = now()",
+					   1, argtypes, args, NULL, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "could not move the imagekit inbox into the queue");
+	moved = (int) SPI_processed;
+	SPI_finish();
+	return moved;
 }
 
 /*

@@ -56,6 +56,7 @@ typedef struct IkQueueJob
 extern bool ik_queue_installed(void);
 extern void ik_queue_release_worker(int slot);
 extern void ik_queue_requeue_expired(void);
+extern int	ik_queue_absorb_inbox(int limit);
 extern List *ik_queue_claim(int slot, int limit, int lease_ms,
 							MemoryContext parent, Size job_size);
 extern void ik_queue_finish(IkQueueJob *job, int slot);

@@ -95,6 +95,9 @@ static TimestampTz ik_next_due = 0; /* 0: nothing known to be due */
 static TimestampTz ik_leases_checked = 0;
 
 #define IK_LEASE_CHECK_MS 5000
+#define IK_INBOX_BATCH 10000
+
+static bool ik_inbox_full = false;	/* the last move left rows behind */
 
 void
 ik_worker_register(int slot)
@@ -522,6 +525,12 @@ ik_worker_dedup_and_claim(bool *installed, bool *released)
 			room--;
 	}
 
+	if (ik_enabled && ik_claim_wanted &&
+		ik_queue_absorb_inbox(IK_INBOX_BATCH) == IK_INBOX_BATCH)
+		ik_inbox_full = true;	/* more to move: come back soon */
+	else
+		ik_inbox_full = false;
+
 	if (ik_enabled && ik_claim_wanted && room > 0)
 	{
 		int			limit = Min(room, ik_batch_size);
@@ -538,7 +547,7 @@ ik_worker_dedup_and_claim(bool *installed, bool *released)
 			dlist_push_tail(&ik_jobs, &job->node);
 			ik_njobs++;
 		}
-		if (list_length(claimed) < limit)
+		if (list_length(claimed) < limit && !ik_inbox_full)
 		{
 			/* the queue is drained for now */
 			ik_claim_wanted = false;

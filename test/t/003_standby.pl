@@ -46,12 +46,12 @@ is($standby->safe_psql('postgres', 'SELECT pg_is_in_recovery()'), 't', 'standby 
 is($standby->safe_psql('postgres', "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'imagekit worker'"),
 	'1', 'the standby runs its worker');
 sleep(2);
-is($standby->safe_psql('postgres', "SELECT count(*) FROM imagekit.jobs WHERE state = 'queued'"), '10', 'jobs wait on the standby');
+is($standby->safe_psql('postgres', "SELECT queued FROM imagekit.status"), '10', 'jobs wait on the standby');
 unlike(slurp_file($standby->logfile), qr/(ERROR|FATAL|PANIC).*|terminated by signal/, 'the standby worker is quiet');
 
 $primary->stop;
 $standby->promote;
-ok($standby->poll_query_until('postgres', "SELECT count(*) = 0 FROM imagekit.jobs WHERE state <> 'done'"),
+ok($standby->poll_query_until('postgres', "SELECT queued + in_flight = 0 AND done = 11 FROM imagekit.status"),
 	'after promotion the standby drains the queue');
 is($standby->safe_psql('postgres', "SELECT count(*) FROM coffee_images WHERE imagekit_url LIKE 'https://ik.imagekit.io/%'"),
 	'11', 'every row has its CDN URL');
