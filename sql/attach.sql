@@ -92,5 +92,5 @@ SELECT count(*) FROM imagekit.jobs;
 DROP TABLE imgs CASCADE;
 SELECT count(*) AS jobs, (SELECT count(*) FROM imagekit.inbox) AS inbox,
        (SELECT count(*) FROM imagekit.attachments) AS attachments,
-       (SELECT count(*) FROM pg_proc WHERE proname LIKE 'enqueue\_%') AS functions
+       (SELECT count(*) FROM pg_proc WHERE proname ~ '^enqueue_[0-9]+$') AS functions
 FROM imagekit.jobs;

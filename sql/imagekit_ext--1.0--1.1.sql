@@ -60,6 +60,13 @@ CREATE TABLE imagekit.inbox (
 REVOKE ALL ON imagekit.inbox FROM PUBLIC;
 SELECT pg_catalog.pg_extension_config_dump('imagekit.inbox', '');
 
+-- The INSERT trigger of attached tables (see src/ik_enqueue.c).
+CREATE FUNCTION imagekit.enqueue_insert()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'imagekit_enqueue_insert'
+LANGUAGE C;
+REVOKE ALL ON FUNCTION imagekit.enqueue_insert() FROM PUBLIC;
+
 -- Set the worker's latch when the current transaction commits.
 CREATE FUNCTION imagekit.wake_worker_on_commit()
 RETURNS void
@@ -152,6 +159,13 @@ BEGIN
             USING ERRCODE = 'undefined_column',
                   HINT = 'Pass the column that holds the source URL as source_column.';
     END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_attribute
+                   WHERE attrelid = tbl AND attname = source_column
+                     AND atttypid IN ('text'::regtype, 'varchar'::regtype)) THEN
+        RAISE EXCEPTION 'column "%" of table "%" is not of type text', source_column, tbl
+            USING ERRCODE = 'datatype_mismatch',
+                  HINT = 'The source URL column must be text or varchar.';
+    END IF;
     IF source_column = target_column OR key_col IN (source_column, target_column) THEN
         RAISE EXCEPTION 'the key, source and target columns must be distinct'
             USING ERRCODE = 'invalid_parameter_value';
@@ -167,48 +181,43 @@ BEGIN
         EXECUTE format('CREATE INDEX %I ON %s (%I)', idx, tbl, target_column);
     END IF;
 
-    -- A trigger function of its own, with static SQL that is planned once
-    -- per session.  Statement-level triggers with transition tables queue a
-    -- bulk insert in one statement, not row by row.
+    -- The INSERT trigger is imagekit.enqueue_insert() (C, into the inbox);
+    -- the UPDATE trigger gets a function of its own, with static SQL that is
+    -- planned once per session.  Both are statement-level triggers with
+    -- transition tables: a bulk statement is one call, not one per row.
     EXECUTE format($f$
         CREATE FUNCTION %1$s() RETURNS trigger
         LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
         AS $body$
         BEGIN
-            IF TG_OP = 'INSERT' THEN
-                INSERT INTO imagekit.inbox (tbl, row_key, source_url)
-                SELECT TG_RELID, n.%2$I::text, n.%3$I
-                  FROM imagekit_new_rows n
-                 WHERE n.%4$I IS NULL AND n.%3$I IS NOT NULL AND n.%3$I <> '';
-            ELSE
-                -- the worker storing a result changes only the target
-                IF imagekit.worker_is_storing() THEN
-                    RETURN NULL;
-                END IF;
-                -- a URL stored by someone else (an RPC that uploaded itself)
-                -- on a row whose source did not change wins over the job
-                BEGIN
-                    UPDATE imagekit.jobs j
-                       SET state = 'done', generation = j.generation + 1,
-                           result_url = n.%4$I, last_error = NULL, updated_at = now()
-                      FROM imagekit_new_rows n JOIN imagekit_old_rows o ON o.%2$I = n.%2$I
-                     WHERE j.tbl = TG_RELID AND j.row_key = n.%2$I::text
-                       AND j.state IN ('queued', 'in_flight')
-                       AND n.%3$I IS NOT DISTINCT FROM o.%3$I
-                       AND n.%4$I IS NOT NULL AND n.%4$I IS DISTINCT FROM o.%4$I;
-                END;
-                INSERT INTO imagekit.jobs AS j (tbl, row_key, source_url)
-                SELECT TG_RELID, n.%2$I::text, n.%3$I
+            -- a URL stored by someone else than the worker (an RPC that
+            -- uploaded itself) on a row whose source did not change wins
+            -- over the pending job
+            IF NOT imagekit.worker_is_storing() THEN
+                UPDATE imagekit.jobs j
+                   SET state = 'done', generation = j.generation + 1,
+                       result_url = n.%4$I, last_error = NULL,
+                       lease_expires_at = NULL, worker = NULL, updated_at = now()
                   FROM imagekit_new_rows n JOIN imagekit_old_rows o ON o.%2$I = n.%2$I
-                 WHERE n.%3$I IS DISTINCT FROM o.%3$I
-                   AND n.%3$I IS NOT NULL AND n.%3$I <> ''
-                ON CONFLICT (tbl, row_key) DO UPDATE
-                   SET source_url = EXCLUDED.source_url,
-                       state = CASE WHEN j.state = 'in_flight' THEN 'in_flight' ELSE 'queued' END,
-                       generation = j.generation + 1, attempts = 0,
-                       next_attempt_at = now(), last_error = NULL,
-                       last_http_status = NULL, updated_at = now();
+                 WHERE j.tbl = TG_RELID AND j.row_key = n.%2$I::text
+                   AND j.state IN ('queued', 'in_flight')
+                   AND n.%3$I IS NOT DISTINCT FROM o.%3$I
+                   AND n.%4$I IS NOT NULL AND n.%4$I IS DISTINCT FROM o.%4$I;
             END IF;
+
+            -- a changed source URL is queued again; a job in flight keeps
+            -- its state, and its stale result will not be written
+            INSERT INTO imagekit.jobs AS j (tbl, row_key, source_url)
+            SELECT TG_RELID, n.%2$I::text, n.%3$I
+              FROM imagekit_new_rows n JOIN imagekit_old_rows o ON o.%2$I = n.%2$I
+             WHERE n.%3$I IS DISTINCT FROM o.%3$I
+               AND n.%3$I IS NOT NULL AND n.%3$I <> ''
+            ON CONFLICT (tbl, row_key) DO UPDATE
+               SET source_url = EXCLUDED.source_url,
+                   state = CASE WHEN j.state = 'in_flight' THEN 'in_flight' ELSE 'queued' END,
+                   generation = j.generation + 1, attempts = 0,
+                   next_attempt_at = now(), last_error = NULL,
+                   last_http_status = NULL, updated_at = now();
             IF FOUND THEN
                 PERFORM imagekit.wake_worker_on_commit();
             END IF;
@@ -220,7 +229,8 @@ BEGIN
 
     EXECUTE format('CREATE TRIGGER imagekit_enqueue_insert AFTER INSERT ON %s '
                    'REFERENCING NEW TABLE AS imagekit_new_rows '
-                   'FOR EACH STATEMENT EXECUTE FUNCTION %s()', tbl, fn);
+                   'FOR EACH STATEMENT EXECUTE FUNCTION imagekit.enqueue_insert(%L, %L, %L)',
+                   tbl, key_col, source_column, target_column);
     EXECUTE format('CREATE TRIGGER imagekit_enqueue_update AFTER UPDATE ON %s '
                    'REFERENCING OLD TABLE AS imagekit_old_rows NEW TABLE AS imagekit_new_rows '
                    'FOR EACH STATEMENT EXECUTE FUNCTION %s()', tbl, fn);

@@ -110,7 +110,9 @@ ik_queue_requeue_expired(void)
 	SPI_connect();
 	if (ik_spi_execute("UPDATE imagekit.jobs SET state = 'queued', next_attempt_at = now(),"
 					   " lease_expires_at = NULL, worker = NULL, updated_at = now() "
-					   "WHERE state = 'in_flight' AND lease_expires_at < now()",
+					   "WHERE id IN (SELECT id FROM imagekit.jobs"
+					   "  WHERE state = 'in_flight' AND lease_expires_at < now()"
+					   "  FOR UPDATE SKIP LOCKED)",
 					   0, NULL, NULL, NULL, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "could not requeue expired imagekit jobs");
 	SPI_finish();
@@ -411,7 +413,10 @@ ik_queue_finish(IkQueueJob *job, int slot)
 	}
 }
 
-/* Milliseconds until the next job is due (or a lease expires); -1: none. */
+/*
+ * Milliseconds until the next queued job is due; -1: none.  (Expired
+ * leases are found by the periodic ik_queue_requeue_expired().)
+ */
 long
 ik_queue_next_due_ms(void)
 {
@@ -420,19 +425,17 @@ ik_queue_next_due_ms(void)
 	Datum		d;
 
 	SPI_connect();
-	if (SPI_execute("SELECT greatest(0, ceil(extract(epoch FROM (least("
+	/* NULL when nothing is queued (greatest() would turn that into 0) */
+	if (SPI_execute("SELECT ceil(extract(epoch FROM ("
 					"  (SELECT min(next_attempt_at) FROM imagekit.jobs j"
 					"    WHERE state = 'queued' AND EXISTS (SELECT FROM imagekit.attachments a"
-					"      JOIN pg_catalog.pg_class r ON r.oid = a.tbl WHERE a.tbl = j.tbl)),"
-					"  (SELECT min(lease_expires_at) FROM imagekit.jobs j"
-					"    WHERE state = 'in_flight' AND EXISTS (SELECT FROM imagekit.attachments a"
-					"      JOIN pg_catalog.pg_class r ON r.oid = a.tbl WHERE a.tbl = j.tbl)))"
-					"  - clock_timestamp())) * 1000))::bigint",
+					"      JOIN pg_catalog.pg_class r ON r.oid = a.tbl WHERE a.tbl = j.tbl))"
+					"  - clock_timestamp())) * 1000)::bigint",
 					true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not read the imagekit queue");
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	if (!isnull)
-		ms = (long) DatumGetInt64(d);
+		ms = Max(0, (long) DatumGetInt64(d));
 	SPI_finish();
 	return ms;
 }

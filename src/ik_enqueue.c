@@ -1,0 +1,136 @@
+/*-------------------------------------------------------------------------
+ *
+ * ik_enqueue.c
+ *	  The INSERT trigger of attached tables: new rows without a URL go to
+ *	  imagekit.inbox.
+ *
+ * It runs for every INSERT statement on an attached table, so it is written
+ * to cost as little as possible: a statement-level trigger with a
+ * transition table (a bulk INSERT or COPY is one call, not one per row),
+ * plain heap inserts into an inbox without indexes, and no SPI, no
+ * PL/pgSQL and no SECURITY DEFINER switch.  The workers move the inbox into
+ * imagekit.jobs.  Only superusers (that is, imagekit.attach()) may create a
+ * trigger on it: EXECUTE is revoked from PUBLIC.
+ *
+ * Trigger arguments: the key column, the source column, the target column.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/heapam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "commands/trigger.h"
+#include "executor/spi.h"
+#include "executor/tuptable.h"
+#include "fmgr.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/tuplestore.h"
+
+#include "ik_shmem.h"
+
+PG_FUNCTION_INFO_V1(imagekit_enqueue_insert);
+
+static int
+ik_column(Relation rel, const char *name)
+{
+	int			attno = SPI_fnumber(RelationGetDescr(rel), name);
+
+	if (attno <= 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_COLUMN),
+				 errmsg("column \"%s\" of table \"%s\" does not exist",
+						name, RelationGetRelationName(rel)),
+				 errhint("Detach and attach the table again with imagekit.detach() and imagekit.attach().")));
+	return attno;
+}
+
+Datum
+imagekit_enqueue_insert(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	Trigger    *trigger;
+	Relation	rel;
+	Relation	inbox;
+	Oid			inbox_oid;
+	int			keyno;
+	int			srcno;
+	int			tgtno;
+	Oid			keyout;
+	bool		keyvarlena;
+	TupleTableSlot *slot;
+	MemoryContext rowcxt;
+	MemoryContext oldcxt;
+	Datum		now = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
+	Datum		relid;
+	int64		queued = 0;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) ||
+		!TRIGGER_FIRED_BY_INSERT(trigdata->tg_event) ||
+		!TRIGGER_FIRED_AFTER(trigdata->tg_event) ||
+		!TRIGGER_FIRED_FOR_STATEMENT(trigdata->tg_event) ||
+		trigdata->tg_newtable == NULL)
+		elog(ERROR, "imagekit_enqueue_insert must be an AFTER INSERT statement trigger with a NEW TABLE");
+	trigger = trigdata->tg_trigger;
+	if (trigger->tgnargs != 3)
+		elog(ERROR, "imagekit_enqueue_insert takes 3 arguments");
+
+	rel = trigdata->tg_relation;
+	relid = ObjectIdGetDatum(RelationGetRelid(rel));
+	keyno = ik_column(rel, trigger->tgargs[0]);
+	srcno = ik_column(rel, trigger->tgargs[1]);
+	tgtno = ik_column(rel, trigger->tgargs[2]);
+	getTypeOutputInfo(TupleDescAttr(RelationGetDescr(rel), keyno - 1)->atttypid,
+					  &keyout, &keyvarlena);
+
+	inbox_oid = get_relname_relid("inbox", get_namespace_oid("imagekit", false));
+	if (!OidIsValid(inbox_oid))
+		elog(ERROR, "table imagekit.inbox does not exist");
+	inbox = table_open(inbox_oid, RowExclusiveLock);
+
+	slot = MakeSingleTupleTableSlot(RelationGetDescr(rel), &TTSOpsMinimalTuple);
+	rowcxt = AllocSetContextCreate(CurrentMemoryContext, "imagekit enqueue",
+								   ALLOCSET_SMALL_SIZES);
+	tuplestore_rescan(trigdata->tg_newtable);
+	while (tuplestore_gettupleslot(trigdata->tg_newtable, true, false, slot))
+	{
+		bool		isnull;
+		Datum		src;
+		Datum		values[4];
+		bool		nulls[4] = {false, false, false, false};
+		HeapTuple	tuple;
+
+		(void) slot_getattr(slot, tgtno, &isnull);
+		if (!isnull)
+			continue;			/* it has its URL already */
+		src = slot_getattr(slot, srcno, &isnull);
+		if (isnull || VARSIZE_ANY_EXHDR(DatumGetPointer(src)) == 0)
+			continue;			/* nothing to fetch */
+
+		oldcxt = MemoryContextSwitchTo(rowcxt);
+		values[0] = relid;
+		values[1] = CStringGetTextDatum(OidOutputFunctionCall(keyout,
+															  slot_getattr(slot, keyno, &isnull)));
+		values[2] = src;		/* text or varchar, binary-compatible */
+		values[3] = now;
+		tuple = heap_form_tuple(RelationGetDescr(inbox), values, nulls);
+		simple_heap_insert(inbox, tuple);
+		MemoryContextSwitchTo(oldcxt);
+		MemoryContextReset(rowcxt);
+		queued++;
+	}
+
+	ExecDropSingleTupleTableSlot(slot);
+	MemoryContextDelete(rowcxt);
+	table_close(inbox, NoLock);
+
+	if (queued > 0)
+		ik_wake_on_commit();
+	return PointerGetDatum(NULL);
+}
