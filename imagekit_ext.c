@@ -455,27 +455,36 @@ ik_validate_file_name(const char *name)
 	}
 }
 
+/*
+ * What keeps the settings from uploading, as a message; NULL if nothing.
+ * Never quotes the key.
+ */
+const char *
+ik_upload_config_problem(void)
+{
+	if (ik_private_key == NULL || ik_private_key[0] == '\0')
+		return "imagekit.private_key is not set";
+	for (const char *p = ik_private_key; *p; p++)
+	{
+		if (*p <= ' ' || *p >= 0x7f || *p == ':')
+			return "imagekit.private_key contains characters that cannot be sent";
+	}
+	if (ik_upload_endpoint == NULL || ik_upload_endpoint[0] == '\0')
+		return "imagekit.upload_endpoint is not set";
+	return NULL;
+}
+
 /* Upload options from the settings; refuse a configuration that can't work. */
 void
 ik_upload_options(IkUploadOptions *opts)
 {
-	if (ik_private_key == NULL || ik_private_key[0] == '\0')
+	const char *problem = ik_upload_config_problem();
+
+	if (problem != NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_IK_NOT_CONFIGURED),
-				 errmsg("imagekit.private_key is not set"),
-				 errhint("A superuser can set it in postgresql.conf or with ALTER SYSTEM, then reload the configuration.")));
-	for (const char *p = ik_private_key; *p; p++)
-	{
-		if (*p <= ' ' || *p >= 0x7f || *p == ':')
-			ereport(ERROR,
-					(errcode(ERRCODE_IK_NOT_CONFIGURED),
-					 errmsg("imagekit.private_key contains characters that cannot be sent"),
-					 errdetail("An ImageKit private key consists of printable ASCII characters other than space and \":\".")));
-	}
-	if (ik_upload_endpoint == NULL || ik_upload_endpoint[0] == '\0')
-		ereport(ERROR,
-				(errcode(ERRCODE_IK_NOT_CONFIGURED),
-				 errmsg("imagekit.upload_endpoint is not set")));
+				 errmsg_internal("%s", problem),
+				 errhint("A superuser sets the imagekit.* server settings in postgresql.conf or with ALTER SYSTEM, then reloads the configuration.")));
 
 	opts->endpoint = ik_upload_endpoint;
 	opts->private_key = ik_private_key;

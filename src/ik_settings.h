@@ -33,5 +33,6 @@ extern int	ik_batch_size;
 extern int	ik_lease_timeout;
 
 extern void ik_upload_options(IkUploadOptions *opts);
+extern const char *ik_upload_config_problem(void);
 
 #endif							/* IK_SETTINGS_H */

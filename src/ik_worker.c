@@ -207,20 +207,6 @@ ik_job_start_upload(IkJob *job)
 	ik_nrequests++;
 }
 
-/* A configuration that cannot upload, as a message; NULL if it can. */
-static const char *
-ik_upload_config_problem(void)
-{
-	if (ik_private_key == NULL || ik_private_key[0] == '\0')
-		return "imagekit.private_key is not set";
-	if (ik_upload_endpoint == NULL || ik_upload_endpoint[0] == '\0')
-		return "imagekit.upload_endpoint is not set";
-	for (const char *p = ik_private_key; *p; p++)
-		if (*p <= ' ' || *p >= 0x7f || *p == ':')
-			return "imagekit.private_key contains characters that cannot be sent";
-	return NULL;
-}
-
 /* Start what waits for an HTTP slot, as long as there are slots. */
 static void
 ik_worker_start_requests(void)
