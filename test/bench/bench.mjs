@@ -10,7 +10,7 @@
 //   - worker CPU: utime + stime from /proc/<pid>/stat before and after; for
 //     imagekit_ext the background worker (its SQL runs inside it), for the
 //     app-side alternative the node process plus its pool's backends;
-//   - peak RSS: /proc/<pid>/status RssAnon + RssFile sampled every 20 ms
+//   - peak RSS: /proc/<pid>/status RssAnon + RssFile sampled every 10 ms
 //     (RssShmem, i.e. shared_buffers touched, is left out; VmHWM would count it);
 //   - the stand-in's counters from GET /_standin/stats after POST
 //     /_standin/reset, and its CPU from /proc;
@@ -25,7 +25,7 @@ import { createInterface } from 'node:readline';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { loadavg } from 'node:os';
+import { loadavg, availableParallelism } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 
@@ -53,7 +53,7 @@ const P = SMOKE ? {
 	pgbenchSecs: 1, pgbenchRounds: 1, bulkRows: 2000, bulkRounds: 1, secs7: 1, wrkSecs: 1, timeoutS: 40,
 } : {
 	n: 2000, distinct3: 500, n4: 500, repeats4: 5, n5: 200,
-	pgbenchSecs: 10, pgbenchRounds: 2, bulkRows: 100000, bulkRounds: 3, secs7: 10, wrkSecs: 5, timeoutS: 600,
+	pgbenchSecs: 10, pgbenchRounds: 3, bulkRows: 100000, bulkRounds: 3, secs7: 10, wrkSecs: 5, timeoutS: 600,
 };
 const KB20 = 20000;
 const MB2 = 2 * 1024 * 1024;
@@ -88,7 +88,6 @@ function cpuSeconds(pid) {
 		return 0;                       // the process is gone (a pool backend that closed)
 	}
 }
-const cpuOf = (pids) => pids.reduce((sum, pid) => sum + cpuSeconds(pid), 0);
 
 function rssBytes(pid) {
 	try {
@@ -100,12 +99,12 @@ function rssBytes(pid) {
 	}
 }
 
-// Samples RssAnon + RssFile of one process every 20 ms; keeps the peak.
+// Samples RssAnon + RssFile of one process every 10 ms; keeps the peak.
 class RssSampler {
 	constructor(pid) {
 		this.pid = pid;
 		this.peak = rssBytes(pid);
-		this.timer = setInterval(() => { this.peak = Math.max(this.peak, rssBytes(pid)); }, 20);
+		this.timer = setInterval(() => { this.peak = Math.max(this.peak, rssBytes(pid)); }, 10);
 	}
 	stop() {
 		clearInterval(this.timer);
@@ -171,9 +170,26 @@ async function setAttached(want) {
 	attached = want;
 }
 
+// Wait until the stand-in has finished every request (wrk leaves some in
+// flight when it stops), so that they count in no later run.
+async function standinQuiet() {
+	const deadline = Date.now() + 60000;
+	for (;;) {
+		const st = await standin('stats');
+		if (st.in_flight <= 0 && st.downloads_in_flight <= 0) return;
+		if (Date.now() > deadline) throw new HarnessError('the stand-in still has requests in flight after 60 s');
+		await sleep(50);
+	}
+}
+
 // Empty everything between runs so that they are independent.
+// The extension's state is every table in schema imagekit but the list of
+// attached tables (jobs, assets, and whatever queue tables a version has).
 async function resetAll(latencyMs) {
-	await q('TRUNCATE coffee_images, imagekit.jobs, imagekit.assets, app_assets');
+	const { tables } = await q1(`SELECT string_agg(format('%I.%I', schemaname, tablename), ', ') AS tables
+	                               FROM pg_tables WHERE schemaname = 'imagekit' AND tablename <> 'attachments'`);
+	await q(`TRUNCATE coffee_images, app_assets, ${tables}`);
+	await standinQuiet();
 	await standin('reset', {});
 	await standin('config', { latency_ms: latencyMs });
 }
@@ -272,19 +288,23 @@ async function drain(sys, { n, distinct, size, latency }) {
 	await resetAll(latency);
 	await sys.prepare();
 	const pids = sys.pids();
-	const cpu0 = cpuOf(pids);
+	const cpu0 = pids.map(cpuSeconds);
+	const idleRss = rssBytes(sys.rssPid());
 	const standinCpu0 = cpuSeconds(STANDIN_PID);
 	const sampler = new RssSampler(sys.rssPid());
 	const xid = await insertRows(n, distinct, size, nextSeedBase());
 	const timeout = Math.max(P.timeoutS, 30);
 	await waitDrained(timeout, `${sys.name} drain of ${n} rows`);
 	const peak = sampler.stop();
-	const cpu = cpuOf(pids) - cpu0;
+	await sleep(200);                   // what stays once the drain is over (a leak would)
+	const afterRss = rssBytes(sys.rssPid());
+	const cpuEach = pids.map((pid, i) => cpuSeconds(pid) - cpu0[i]);
+	const cpu = cpuEach.reduce((a, b) => a + b, 0);
 	const standinCpu = cpuSeconds(STANDIN_PID) - standinCpu0;
 	const { s: wall, fallbacks } = await drainWall(xid);
 	const st = await standin('stats');
 	return {
-		wall, cpu, peak, fallbacks, standinCpu,
+		wall, cpu, cpuMain: cpuEach[0], peak, idleRss, afterRss, fallbacks, standinCpu,
 		uploads: st.uploads, downloads: st.downloads,
 		maxInFlight: st.max_in_flight + st.max_downloads_in_flight,
 		maxUp: st.max_in_flight, maxDown: st.max_downloads_in_flight,
@@ -306,6 +326,7 @@ async function ceiling({ size, latency, down, up, conns = C, close = false, secs
 			`--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="${hash}.png"\r\n` +
 			'Content-Type: image/png\r\n\r\n'),
 		img, Buffer.from(`\r\n--${boundary}--\r\n`)]));
+	await standinQuiet();
 	await standin('reset', {});
 	await standin('config', { latency_ms: latency });
 	const cpu0 = cpuSeconds(STANDIN_PID);
@@ -314,6 +335,7 @@ async function ceiling({ size, latency, down, up, conns = C, close = false, secs
 		`Basic ${Buffer.from(`${opt.key}:`).toString('base64')}`, String(size), String(down), String(up),
 		close ? '1' : '0']).toString();
 	const standinCpu = cpuSeconds(STANDIN_PID) - cpu0;
+	await standinQuiet();
 	const line = out.split('\n').find((l) => l.startsWith('{'));
 	if (!line) throw new HarnessError(`wrk printed no summary:\n${out}`);
 	const r = JSON.parse(line);
@@ -322,6 +344,8 @@ async function ceiling({ size, latency, down, up, conns = C, close = false, secs
 	const duration = r.duration_us / 1e6;
 	return { rate: r.requests / duration, duration, standinCpu, uploads: st.uploads, downloads: st.downloads };
 }
+
+const standinBusy = (r) => `stand-in CPU ${fmt(100 * r.standinCpu / r.wall, 0)} % of a core`;
 
 function ceilingResult(c) {
 	return `wrk ${fmt(c.rate, 0)} req/s for ${fmt(c.duration, 1)} s; stand-in CPU ${fmt(100 * c.standinCpu / c.duration, 0)} % of a core`;
@@ -393,13 +417,12 @@ async function drainScenario(scen, spec, label) {
 		: `ideal = the ceiling: ${requests} requests at ${fmt(c.rate, 0)} req/s = ${fmt(ideal)} s`;
 	drainRow(scen, 'ceiling (wrk)', spec, { wall: c.wall_s }, ideal, { result: ceilingResult(c) });
 	const er = drainRow(scen, 'imagekit_ext', spec, e, ideal,
-		{ result: `${fmt(a.wall / e.wall)}x faster than app; stand-in CPU ${fmt(e.standinCpu)} s` });
-	const ar = drainRow(scen, 'app-side (node SDK)', spec, a, ideal,
-		{ result: `stand-in CPU ${fmt(a.standinCpu)} s` });
+		{ result: `wall ${fmt(e.wall / a.wall)} x app-side's; ${standinBusy(e)}` });
+	const ar = drainRow(scen, 'app-side (node SDK)', spec, a, ideal, { result: standinBusy(a) });
 	notes.push(`${scen}. ${label}: ${idealNote}. imagekit_ext: ${e.downloads} downloads, ${e.uploads} uploads, ` +
 		`${e.fallbacks} fallbacks, max in flight ${e.maxDown} downloads + ${e.maxUp} uploads. ` +
 		`app-side: ${a.downloads} downloads, ${a.uploads} uploads, ${a.fallbacks} fallbacks, ` +
-		`max in flight ${a.maxDown} + ${a.maxUp}; its CPU counts the node process and its ${app.backends.length} pool backends.`);
+		`max in flight ${a.maxDown} + ${a.maxUp}; its CPU is node ${fmt(a.cpuMain)} s + its ${app.backends.length} pool backends ${fmt(a.cpu - a.cpuMain)} s.`);
 	return { c, e, a, er, ar, ideal };
 }
 
@@ -451,14 +474,16 @@ async function scenario4() {
 		const last = r[r.length - 1];
 		const peak = Math.max(...r.map((x) => x.peak));
 		const row = drainRow(4, name, spec, { ...first, peak }, ideal, {
-			result: `peak RSS per drain ${r.map((x) => mb(x.peak)).join(', ')} MB; wall per drain ${r.map((x) => fmt(x.wall, 1)).join(', ')} s`,
+			result: `peak RSS per drain ${r.map((x) => mb(x.peak)).join(', ')} MB, after ${r.map((x) => mb(x.afterRss)).join(', ')} MB; wall ${r.map((x) => fmt(x.wall, 1)).join(', ')} s`,
 		});
 		if (key === 'ext') {
 			row.target = `peak RSS <= ${mb(limit)} MB; last <= first + 5 %`;
 			row.met = yes(peak <= limit && last.peak <= first.peak * 1.05);
 		}
 		notes.push(`4. ${name}: ${first.downloads} downloads, ${first.uploads} uploads, ${first.fallbacks} fallbacks ` +
-			`in the first drain; wall and CPU are the first drain's; peak RSS is the largest of the ${r.length}.`);
+			`in the first drain; wall and CPU are the first drain's; peak RSS is the largest of the ${r.length} ` +
+			`(RSS before the first drain: ${mb(first.idleRss)} MB; 0.2 s after each drain: ${r.map((x) => mb(x.afterRss)).join(', ')} MB); ` +
+			`CPU per drain ${r.map((x) => fmt(x.cpu)).join(', ')} s.`);
 	}
 }
 
@@ -511,8 +536,34 @@ function pgbench(args, scriptFile) {
 	return Number(m[1]);
 }
 
+// pgbench with one client, run in the background while the CPU time of its
+// backend is sampled (the total at the last sample, i.e. nearly all of it).
+async function pgbenchOneSession(args, scriptFile) {
+	const child = spawn(join(opt.pgbin, 'pgbench'), ['-n', '-h', pgConn.host, '-p', String(pgConn.port),
+		'-U', pgConn.user, '-c', '1', ...args, '-f', scriptFile, pgConn.database], { stdio: ['ignore', 'pipe', 'pipe'] });
+	let out = '';
+	child.stdout.on('data', (d) => { out += d; });
+	child.stderr.on('data', (d) => { out += d; });
+	const exited = new Promise((resolve) => child.once('exit', resolve));
+	let running = true;
+	exited.then(() => { running = false; });
+	let pid = null;
+	let cpu = 0;
+	while (running) {
+		if (pid === null) {
+			pid = (await q("SELECT pid FROM pg_stat_activity WHERE application_name = 'pgbench' AND pid <> pg_backend_pid()"))[0]?.pid ?? null;
+		} else {
+			cpu = Math.max(cpu, cpuSeconds(pid));
+		}
+		await sleep(50);
+	}
+	if (await exited !== 0) throw new HarnessError(`pgbench failed:\n${out}`);
+	const m = out.match(/tps = ([\d.]+) \(without initial connection time\)/);
+	if (!m) throw new HarnessError(`pgbench printed no tps:\n${out}`);
+	return { tps: Number(m[1]), backendCpu: cpu };
+}
+
 const median = (xs) => { const s = [...xs].sort((a, b) => a - b); return s[Math.floor((s.length - 1) / 2)]; };
-const mean = (xs) => xs.reduce((a, b) => a + b, 0) / xs.length;
 
 async function scenario6() {
 	log('scenario 6: insert overhead, attached versus not attached');
@@ -537,7 +588,7 @@ async function scenario6() {
 		for (const mode of ['off', 'on']) {
 			await resetAll(0);
 			await setAttached(mode === 'on');
-			await q('VACUUM coffee_images, imagekit.jobs');
+			await q('VACUUM');
 			await q('CHECKPOINT');
 			const t0 = process.hrtime.bigint();
 			await q(`INSERT INTO coffee_images (coffee_id, url)
@@ -546,12 +597,12 @@ async function scenario6() {
 			bulk[mode].push(Number(process.hrtime.bigint() - t0) / 1e9);
 		}
 	}
-	const queued = (await q1('SELECT count(*)::int AS n FROM imagekit.jobs')).n;
+	const queued = (await q1('SELECT sum(queued + in_flight + done + fallback)::int AS n FROM imagekit.status')).n;
 	if (queued !== P.bulkRows) throw new HarnessError(`the attached bulk insert queued ${queued} jobs, not ${P.bulkRows}`);
 	await resetAll(0);
 	await setConf('imagekit.enabled', 'on');
-	const tOn = mean(tps.on);
-	const tOff = mean(tps.off);
+	const tOn = median(tps.on);
+	const tOff = median(tps.off);
 	const bOn = median(bulk.on);
 	const bOff = median(bulk.off);
 	otherRow(6, 'not attached', { conc: '4', result: `single-row INSERT ${fmt(tOff, 0)} tps; ${P.bulkRows}-row INSERT ... SELECT ${fmt(bOff, 3)} s` });
@@ -561,7 +612,7 @@ async function scenario6() {
 		target: 'tps >= 0.85 x; bulk <= 1.3 x',
 		met: yes(tOn >= 0.85 * tOff && bOn <= 1.3 * bOff),
 	});
-	notes.push(`6. Insert overhead: pgbench -c 4 -j 2 -T ${P.pgbenchSecs}, ${P.pgbenchRounds} round(s) alternating ` +
+	notes.push(`6. Insert overhead: pgbench -c 4 -j 2 -T ${P.pgbenchSecs}, ${P.pgbenchRounds} round(s) alternating, median ` +
 		`(tps ${tps.off.map((x) => fmt(x, 0)).join(', ')} not attached; ${tps.on.map((x) => fmt(x, 0)).join(', ')} attached); ` +
 		`bulk: median of ${P.bulkRounds} (${bulk.off.map((x) => fmt(x, 3)).join(', ')} s not attached; ` +
 		`${bulk.on.map((x) => fmt(x, 3)).join(', ')} s attached). The worker was paused (imagekit.enabled = off) ` +
@@ -587,9 +638,9 @@ async function scenario7() {
 		if (fault) await standin('faults', fault);
 		const tcp0 = tcpActiveOpens();
 		const cpu0 = cpuSeconds(STANDIN_PID);
-		const tps = pgbench(['-c', '1', '-T', String(P.secs7)], script);
+		const { tps, backendCpu } = await pgbenchOneSession(['-T', String(P.secs7)], script);
 		const st = await standin('stats');
-		return { label, tps, connects: tcpActiveOpens() - tcp0, requests: st.requests, uploads: st.uploads, standinCpu: cpuSeconds(STANDIN_PID) - cpu0 };
+		return { label, tps, backendCpu, connects: tcpActiveOpens() - tcp0, requests: st.requests, uploads: st.uploads, standinCpu: cpuSeconds(STANDIN_PID) - cpu0 };
 	};
 	const rawFault = (close) => ({
 		action: 'raw', status: 200, count: 100_000_000, body_b64: canned,
@@ -608,7 +659,7 @@ async function scenario7() {
 	}
 	for (const r of [real, keep, fresh]) {
 		const row = otherRow(7, `imagekit_upload(): ${r.label}`, {
-			size: sizeStr(KB20), lat: '0', conc: '1',
+			size: sizeStr(KB20), lat: '0', conc: '1', cpu: fmt(r.backendCpu), msimg: fmt(r.backendCpu * 1000 / r.requests, 3),
 			uploads: String(r.uploads),
 			result: `${fmt(r.tps, 0)} calls/s; ${r.requests} requests over ${r.connects} TCP connects; stand-in CPU ${fmt(r.standinCpu)} s`,
 		});
@@ -620,16 +671,19 @@ async function scenario7() {
 	notes.push(`7. imagekit_upload(): pgbench -c 1 -T ${P.secs7}, 20 KB of new content per call. "Fresh connection per call" ` +
 		'cannot be forced from SQL, so the stand-in is told (a raw fault) to answer every upload with the same canned ' +
 		'JSON and "Connection: close"; the keep-alive figure to compare with gets the same canned answer without it ' +
-		'(so the stand-in does the same work per call in both). TCP connects are machine-wide (/proc/net/snmp ActiveOpens).');
+		'(so the stand-in does the same work per call in both). TCP connects are machine-wide (/proc/net/snmp ActiveOpens). ' +
+		'CPU is the pgbench session\'s backend (sampled every 50 ms); CPU ms/img is per call.');
 }
 
 // ---- main -----------------------------------------------------------------------------
 
 const scenarios = { 1: scenario1, 2: scenario2, 3: scenario3, 4: scenario4, 5: scenario5, 6: scenario6, 7: scenario7 };
+let serverVersion = 'PostgreSQL ?';
 const startLoad = loadavg().map((x) => x.toFixed(2)).join(' ');
 let status = 0;
 try {
 	await setup();
+	serverVersion = (await q1("SELECT split_part(version(), ' on ', 1) AS v")).v;
 	for (const s of [1, 2, 3, 4, 5, 6, 7]) if (wanted.has(s)) await scenarios[s]();
 } catch (err) {
 	status = 1;
@@ -639,19 +693,35 @@ try {
 	await app.stop().catch(() => {});
 }
 
+// What was measured: the source tree (commit, and what differs from it
+// outside the benchmark) and the machine.
+function describe() {
+	const sh = (cmd, args) => { try { return execFileSync(cmd, args, { stdio: ['ignore', 'pipe', 'ignore'] }).toString(); } catch { return '?'; } };
+	const commit = sh('git', ['-C', root, 'rev-parse', '--short', 'HEAD']).trim();
+	const dirty = sh('git', ['-C', root, 'status', '--porcelain', '--', '.', ':!test/bench', ':!BENCHMARKS.md'])
+		.split('\n').filter(Boolean).map((l) => l.slice(3));
+	const cpu = (readFileSync('/proc/cpuinfo', 'utf8').match(/^model name\s*:\s*(.*)$/m) ?? [, '?'])[1];
+	const memGB = Number((readFileSync('/proc/meminfo', 'utf8').match(/^MemTotal:\s+(\d+)/m) ?? [, 0])[1]) / 1048576;
+	return [
+		`source: commit ${commit}${dirty.length ? ` plus uncommitted changes to ${dirty.join(', ')}` : ' (clean)'}`,
+		`machine: ${availableParallelism()} CPUs (${cpu}), ${memGB.toFixed(1)} GB RAM, ${serverVersion}, ` +
+		`node ${process.version}, ${sh('python3', ['--version']).trim()} (stand-in), wrk ${sh('dpkg-query', ['-W', '-f=${Version}', 'wrk'])}, ` +
+		`${sh('curl', ['--version']).split(' ').slice(0, 2).join(' ')}`,
+		`load average at start ${startLoad}, at end ${loadavg().map((x) => x.toFixed(2)).join(' ')}`,
+	].join('\n');
+}
 const header = `imagekit_ext benchmark${SMOKE ? ' (SMOKE sizes: figures mean nothing)' : ''}: ` +
-	`${new Date().toISOString()}, ${schemaNote ?? ''}, concurrency ${C}, ` +
-	`load average at start ${startLoad}, at end ${loadavg().map((x) => x.toFixed(2)).join(' ')}`;
+	`${new Date().toISOString()}, ${schemaNote ?? ''}, concurrency ${C}\n${describe()}`;
 const legend = [
 	'wall: insert commit to the last URL commit (commit timestamps); x ideal: wall / ideal, where ideal is',
 	'(downloads + uploads) x latency / C when latency > 0, else the ceiling (load generator alone) time;',
 	'CPU: imagekit_ext = its background worker; app-side = node + its pool backends. Peak RSS: RssAnon + RssFile',
-	'sampled every 20 ms (shared memory excluded), the worker / the node process. uploads: seen by the stand-in.',
+	'sampled every 10 ms (shared memory excluded), the worker / the node process. uploads: seen by the stand-in.',
 ];
 if (rows.length) {
 	console.log(`\n${header}\n\n${textTable()}\n\n${legend.join('\n')}\n\n${notes.map((n) => `- ${n}`).join('\n')}`);
 	if (opt.markdown) {
-		writeFileSync(opt.markdown, `${header}\n\n${markdownTable()}\n\n${legend.join(' ')}\n\n${notes.map((n) => `- ${n}`).join('\n')}\n`);
+		writeFileSync(opt.markdown, `${header.split('\n').join('  \n')}\n\n${markdownTable()}\n\n${legend.join(' ')}\n\n${notes.map((n) => `- ${n}`).join('\n')}\n`);
 	}
 }
 await db.end();

@@ -38,11 +38,16 @@ done
 [ -n "$markdown" ] && case $markdown in /*) ;; *) markdown=$PWD/$markdown ;; esac
 
 ik_install_deps
-if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
-	[ "$(id -u)" -eq 0 ] || { echo "node and npm are needed; run this as root to install them" >&2; exit 1; }
-	ik_log "installing nodejs and npm"
+# node and npm run the app-side worker and the driver; wrk is the load generator
+missing=()
+command -v node >/dev/null || missing+=(nodejs)
+command -v npm >/dev/null || missing+=(npm)
+command -v wrk >/dev/null || missing+=(wrk)
+if [ ${#missing[@]} -gt 0 ]; then
+	[ "$(id -u)" -eq 0 ] || { echo "missing: ${missing[*]}; run this as root to install them" >&2; exit 1; }
+	ik_log "installing ${missing[*]}"
 	apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 ik_build_install
 
@@ -69,7 +74,7 @@ trap cleanup EXIT
 ik_start_standin "$work" "$key"
 # The process to measure (and to stop) is python3 itself, which runuser forks.
 standin_pid=$IK_STANDIN_PID
-for _ in 1 2 3; do
+for _ in 1 2 3 4 5; do
 	[ "$(cat "/proc/$standin_pid/comm" 2>/dev/null)" = python3 ] && break
 	child=$(awk '{print $1}' "/proc/$standin_pid/task/$standin_pid/children" 2>/dev/null)
 	[ -n "$child" ] && standin_pid=$child
