@@ -26,6 +26,7 @@
 #include "ik_hash.h"
 #include "ik_http.h"
 #include "ik_protocol.h"
+#include "ik_queue.h"
 #include "ik_redact.h"
 #include "ik_settings.h"
 #include "ik_shmem.h"
@@ -364,9 +365,9 @@ _PG_init(void)
 							 0,
 							 NULL, NULL, NULL);
 	/*
-	 * Set while a worker stores a result in a table row, so that the enqueue
-	 * trigger can tell the worker's own update from an application's.  The
-	 * worker flips the variable directly around its UPDATE; tests SET it.
+	 * Tests SET it in sessions that play the worker, so that the UPDATE
+	 * trigger takes their updates for the worker's own results.  (The real
+	 * worker says which table it is storing in; see ik_queue_storing_in.)
 	 */
 	DefineCustomBoolVariable("imagekit.worker_storing",
 							 gettext_noop("Internal: set while the worker stores a result."),
@@ -610,9 +611,9 @@ imagekit_stats(PG_FUNCTION_ARGS)
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
 }
 
-/* imagekit.worker_is_storing(): see the enqueue triggers. */
+/* imagekit.worker_is_storing(tbl oid): see the UPDATE triggers. */
 Datum
 imagekit_worker_is_storing(PG_FUNCTION_ARGS)
 {
-	PG_RETURN_BOOL(ik_worker_storing);
+	PG_RETURN_BOOL(ik_queue_storing_in(PG_GETARG_OID(0)));
 }

@@ -74,13 +74,13 @@ AS 'MODULE_PATHNAME', 'imagekit_wake_worker_on_commit'
 LANGUAGE C STRICT VOLATILE PARALLEL UNSAFE;
 REVOKE ALL ON FUNCTION imagekit.wake_worker_on_commit() FROM PUBLIC;
 
--- Whether this backend is a worker storing a result (the enqueue trigger
--- then knows a changed target is the worker's own doing).
-CREATE FUNCTION imagekit.worker_is_storing()
+-- Whether this backend is a worker storing a result in table "tbl" (the
+-- UPDATE trigger then knows the changed target is the worker's own doing).
+CREATE FUNCTION imagekit.worker_is_storing(tbl oid)
 RETURNS boolean
 AS 'MODULE_PATHNAME', 'imagekit_worker_is_storing'
 LANGUAGE C STRICT VOLATILE PARALLEL SAFE;
-REVOKE ALL ON FUNCTION imagekit.worker_is_storing() FROM PUBLIC;
+REVOKE ALL ON FUNCTION imagekit.worker_is_storing(oid) FROM PUBLIC;
 
 -- The role the caller acts as, seen from inside a SECURITY DEFINER function.
 CREATE FUNCTION imagekit.check_table_owner(tbl regclass)
@@ -190,20 +190,23 @@ BEGIN
         LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
         AS $body$
         BEGIN
-            -- a URL stored by someone else than the worker (an RPC that
-            -- uploaded itself) on a row whose source did not change wins
-            -- over the pending job
-            IF NOT imagekit.worker_is_storing() THEN
-                UPDATE imagekit.jobs j
-                   SET state = 'done', generation = j.generation + 1,
-                       result_url = n.%4$I, last_error = NULL,
-                       lease_expires_at = NULL, worker = NULL, updated_at = now()
-                  FROM imagekit_new_rows n JOIN imagekit_old_rows o ON o.%2$I = n.%2$I
-                 WHERE j.tbl = TG_RELID AND j.row_key = n.%2$I::text
-                   AND j.state IN ('queued', 'in_flight')
-                   AND n.%3$I IS NOT DISTINCT FROM o.%3$I
-                   AND n.%4$I IS NOT NULL AND n.%4$I IS DISTINCT FROM o.%4$I;
+            -- the worker storing its result in this table changes only the
+            -- target: nothing to do
+            IF imagekit.worker_is_storing(TG_RELID) THEN
+                RETURN NULL;
             END IF;
+
+            -- a URL stored by someone else (an RPC that uploaded itself) on
+            -- a row whose source did not change wins over the pending job
+            UPDATE imagekit.jobs j
+               SET state = 'done', generation = j.generation + 1,
+                   result_url = n.%4$I, last_error = NULL,
+                   lease_expires_at = NULL, worker = NULL, updated_at = now()
+              FROM imagekit_new_rows n JOIN imagekit_old_rows o ON o.%2$I = n.%2$I
+             WHERE j.tbl = TG_RELID AND j.row_key = n.%2$I::text
+               AND j.state IN ('queued', 'in_flight')
+               AND n.%3$I IS NOT DISTINCT FROM o.%3$I
+               AND n.%4$I IS NOT NULL AND n.%4$I IS DISTINCT FROM o.%4$I;
 
             -- a changed source URL is queued again; a job in flight keeps
             -- its state, and its stale result will not be written

@@ -33,6 +33,7 @@
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
 #include "utils/builtins.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/resowner.h"
 
@@ -135,12 +136,13 @@ ik_queue_claim(int slot, int limit, int lease_ms, MemoryContext parent,
 	List	   *jobs = NIL;
 
 	SPI_connect();
+	/* planned per call: with the LIMIT known, an ordered index scan */
 	if (ik_spi_execute("WITH c AS ("
 							  "  SELECT q.id FROM imagekit.jobs q"
 							  "   WHERE q.state = 'queued' AND q.next_attempt_at <= now()"
-							  "     AND EXISTS (SELECT FROM imagekit.attachments a"
-							  "                  JOIN pg_catalog.pg_class r ON r.oid = a.tbl"
-							  "                 WHERE a.tbl = q.tbl)"
+							  "     AND q.tbl = ANY (ARRAY(SELECT a.tbl FROM imagekit.attachments a"
+							  "                             WHERE EXISTS (SELECT FROM pg_catalog.pg_class r"
+							  "                                            WHERE r.oid = a.tbl)))"
 							  "   ORDER BY q.next_attempt_at"
 							  "   LIMIT $1"
 							  "   FOR UPDATE OF q SKIP LOCKED) "
@@ -270,6 +272,19 @@ ik_queue_requeue_if_mine(IkQueueJob *job, int slot)
 				  2, argtypes, args, NULL, SPI_OK_UPDATE);
 }
 
+/* the table this worker is storing a result in, for the UPDATE trigger */
+static Oid	ik_storing_relid = InvalidOid;
+
+/*
+ * Is this backend a worker storing a result in table "relid"?  (Or does a
+ * test say so, with imagekit.worker_storing.)
+ */
+bool
+ik_queue_storing_in(Oid relid)
+{
+	return ik_worker_storing || (OidIsValid(relid) && relid == ik_storing_relid);
+}
+
 typedef enum IkStoreResult
 {
 	IK_STORE_OK,				/* row updated (or gone), job recorded */
@@ -311,13 +326,14 @@ ik_queue_store(IkQueueJob *job, int slot, const char *state, const char *url,
 	PG_TRY();
 	{
 		SetUserIdAndSecContext(job->owner, save_sec | SECURITY_RESTRICTED_OPERATION);
-		ik_worker_storing = true;
+		ik_storing_relid = get_relname_relid(job->relname,
+											 get_namespace_oid(job->nspname, false));
 		SPI_connect();
 		if (ik_spi_execute(sql, 3, argtypes, args, NULL, false, 0) != SPI_OK_UPDATE)
 			elog(ERROR, "could not update %s.%s", job->nspname, job->relname);
 		*stored = (int) SPI_processed;
 		SPI_finish();
-		ik_worker_storing = false;
+		ik_storing_relid = InvalidOid;
 		SetUserIdAndSecContext(save_userid, save_sec);
 
 		if (ik_queue_update_job(job, slot, state, job->result != IK_JOB_DONE))
@@ -335,7 +351,7 @@ ik_queue_store(IkQueueJob *job, int slot, const char *state, const char *url,
 	{
 		ErrorData  *edata;
 
-		ik_worker_storing = false;
+		ik_storing_relid = InvalidOid;
 		SetUserIdAndSecContext(save_userid, save_sec);
 		MemoryContextSwitchTo(mcxt);
 		edata = CopyErrorData();

@@ -61,5 +61,6 @@ extern List *ik_queue_claim(int slot, int limit, int lease_ms,
 							MemoryContext parent, Size job_size);
 extern void ik_queue_finish(IkQueueJob *job, int slot);
 extern long ik_queue_next_due_ms(void);
+extern bool ik_queue_storing_in(Oid relid);
 
 #endif							/* IK_QUEUE_H */
