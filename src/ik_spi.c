@@ -29,8 +29,8 @@ typedef struct IkPlan
 
 static IkPlan *ik_plans = NULL;
 
-static SPIPlanPtr
-ik_spi_plan_opts(const char *sql, int nargs, Oid *argtypes, int cursor_options)
+SPIPlanPtr
+ik_spi_plan(const char *sql, int nargs, Oid *argtypes)
 {
 	IkPlan	   *p;
 	SPIPlanPtr	plan;
@@ -41,7 +41,7 @@ ik_spi_plan_opts(const char *sql, int nargs, Oid *argtypes, int cursor_options)
 			return p->plan;
 	}
 
-	plan = SPI_prepare_cursor(sql, nargs, argtypes, cursor_options);
+	plan = SPI_prepare(sql, nargs, argtypes);
 	if (plan == NULL)
 		elog(ERROR, "could not prepare \"%s\": %s", sql,
 			 SPI_result_code_string(SPI_result));
@@ -54,25 +54,6 @@ ik_spi_plan_opts(const char *sql, int nargs, Oid *argtypes, int cursor_options)
 	p->next = ik_plans;
 	ik_plans = p;
 	return plan;
-}
-
-SPIPlanPtr
-ik_spi_plan(const char *sql, int nargs, Oid *argtypes)
-{
-	return ik_spi_plan_opts(sql, nargs, argtypes, 0);
-}
-
-/*
- * Like ik_spi_execute, but planned for the parameters of each call: for a
- * statement whose best plan depends on them, such as a LIMIT.
- */
-int
-ik_spi_execute_custom(const char *sql, int nargs, Oid *argtypes, Datum *args,
-					  const char *nulls, bool read_only, long count)
-{
-	return SPI_execute_plan(ik_spi_plan_opts(sql, nargs, argtypes,
-											 CURSOR_OPT_CUSTOM_PLAN),
-							args, nulls, read_only, count);
 }
 
 /* SPI_execute_with_args, with the plan prepared once per process. */

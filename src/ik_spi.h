@@ -15,8 +15,4 @@ extern int	ik_spi_execute(const char *sql, int nargs, Oid *argtypes,
 						   Datum *args, const char *nulls, bool read_only,
 						   long count);
 
-extern int	ik_spi_execute_custom(const char *sql, int nargs, Oid *argtypes,
-								  Datum *args, const char *nulls,
-								  bool read_only, long count);
-
 #endif							/* IK_SPI_H */
