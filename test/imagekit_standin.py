@@ -34,7 +34,10 @@ Source files (``GET /source/<name>``)
     ``img-<seed>-<bytes>.png``: a valid 64x64 PNG of exactly <bytes> bytes
     (or the smallest possible PNG if <bytes> is smaller), the same bytes for the
     same seed and different bytes for different seeds.  ``*.html``: an HTML
-    page.  ``missing*`` and anything else: 404.  Each GET waits ``latency_ms``.
+    page.  Hostile ones: ``redirect?to=URL`` (302 to URL), ``loop.png`` (302 to
+    itself), ``empty.png`` (200, no bytes), ``endless.png`` (a chunked body
+    that does not end).  ``missing*`` and anything else: 404.  Each GET waits
+    ``latency_ms``.
 
 Control API (JSON in, JSON out; never delayed, never affected by faults)
     POST /_standin/reset   clear stats, the fault queue and stored files;
@@ -84,6 +87,7 @@ import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 import zlib
@@ -891,7 +895,41 @@ class Handler(http.server.BaseHTTPRequestHandler):
         finally:
             self.state.download_finished(status)
 
+    def send_hostile_source(self, name):
+        """Sources that try to hurt a downloader; None if name is not one."""
+        if name == "redirect":
+            query = urllib.parse.parse_qs(self.path.partition("?")[2])
+            target = query.get("to", ["/source/missing"])[0]
+            self.send_bytes(302, b"", "text/plain", headers={"Location": target})
+            return 302
+        if name == "loop.png":
+            self.send_bytes(302, b"", "text/plain",
+                            headers={"Location": "/source/loop.png"})
+            return 302
+        if name == "empty.png":
+            self.send_bytes(200, b"", "image/png")
+            return 200
+        if name == "endless.png":
+            # a chunked body that never ends (for 60 s at the most)
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            chunk = b"\x89PNG\r\n\x1a\n" + bytes(65528)
+            deadline = time.monotonic() + 60
+            try:
+                while time.monotonic() < deadline:
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            except OSError:
+                pass
+            self.close_connection = True
+            return 200
+        return None
+
     def send_source(self, name, head_only):
+        hostile = None if head_only else self.send_hostile_source(name)
+        if hostile is not None:
+            return hostile
         match = SOURCE_IMAGE.match(name)
         if name.startswith("missing") or not (match or name.endswith(".html")):
             self.send_json(404, {"message": "Not Found", "help": HELP})
