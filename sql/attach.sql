@@ -15,6 +15,16 @@ SELECT imagekit.attach('imgs_view');
 CREATE TEMP TABLE tmp_imgs (id int PRIMARY KEY, url text);
 SELECT imagekit.attach('tmp_imgs');
 SELECT imagekit.attach('imgs', source_column => 'url', target_column => 'url');
+-- the triggers run as the extension's owner: no key type a table owner controls
+CREATE TYPE mood AS ENUM ('a', 'b');
+CREATE TABLE enumkey (id mood PRIMARY KEY, url text);
+SELECT imagekit.attach('enumkey');
+CREATE TABLE intsource (id int PRIMARY KEY, url int);
+SELECT imagekit.attach('intsource');
+CREATE TABLE inttarget (id int PRIMARY KEY, url text, imagekit_url int);
+SELECT imagekit.attach('inttarget');
+DROP TABLE enumkey, intsource, inttarget;
+DROP TYPE mood;
 SELECT imagekit.detach('imgs');
 
 -- attach with backfill queues the rows that have a source and no URL

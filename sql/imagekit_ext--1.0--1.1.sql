@@ -151,6 +151,23 @@ BEGIN
             USING ERRCODE = 'invalid_table_definition',
                   HINT = 'Add a primary key of one column, such as "id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY".';
     END IF;
+    -- the triggers run as the extension's owner: only built-in types, whose
+    -- casts and operators no table owner can redefine
+    IF NOT EXISTS (SELECT 1 FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+                   WHERE a.attrelid = tbl AND a.attname = key_col
+                     AND t.typnamespace = 'pg_catalog'::regnamespace AND t.typtype = 'b') THEN
+        RAISE EXCEPTION 'the primary key of table "%" is not of a built-in type', tbl
+            USING ERRCODE = 'datatype_mismatch',
+                  HINT = 'Use a key such as bigint, integer, text or uuid.';
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_attribute
+               WHERE attrelid = tbl AND attname = target_column
+                 AND NOT attisdropped AND attnum > 0
+                 AND atttypid NOT IN ('text'::regtype, 'varchar'::regtype)) THEN
+        RAISE EXCEPTION 'column "%" of table "%" is not of type text', target_column, tbl
+            USING ERRCODE = 'datatype_mismatch',
+                  HINT = 'The target column must be text or varchar.';
+    END IF;
 
     IF NOT EXISTS (SELECT 1 FROM pg_attribute
                    WHERE attrelid = tbl AND attname = source_column
@@ -207,6 +224,13 @@ BEGIN
                AND j.state IN ('queued', 'in_flight')
                AND n.%3$I IS NOT DISTINCT FROM o.%3$I
                AND n.%4$I IS NOT NULL AND n.%4$I IS DISTINCT FROM o.%4$I;
+            IF FOUND OR EXISTS (SELECT FROM imagekit.inbox i WHERE i.tbl = TG_RELID) THEN
+                DELETE FROM imagekit.inbox i
+                 USING imagekit_new_rows n JOIN imagekit_old_rows o ON o.%2$I = n.%2$I
+                 WHERE i.tbl = TG_RELID AND i.row_key = n.%2$I::text
+                   AND n.%3$I IS NOT DISTINCT FROM o.%3$I
+                   AND n.%4$I IS NOT NULL AND n.%4$I IS DISTINCT FROM o.%4$I;
+            END IF;
 
             -- a changed source URL is queued again; a job in flight keeps
             -- its state, and its stale result will not be written
@@ -280,7 +304,8 @@ BEGIN
     EXECUTE format('DROP TRIGGER IF EXISTS imagekit_enqueue_update ON %s', tbl);
     EXECUTE format('DROP FUNCTION IF EXISTS %s()', fn);
     DELETE FROM imagekit.attachments a WHERE a.tbl = detach.tbl;
-    DELETE FROM imagekit.jobs j WHERE j.tbl = detach.tbl AND j.state = 'queued';
+    -- every job: results in flight become stale and are not written
+    DELETE FROM imagekit.jobs j WHERE j.tbl = detach.tbl;
     DELETE FROM imagekit.inbox i WHERE i.tbl = detach.tbl;
 END
 $$;

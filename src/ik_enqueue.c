@@ -22,6 +22,7 @@
 #include "access/htup_details.h"
 #include "access/table.h"
 #include "access/xact.h"
+#include "catalog/pg_type.h"
 #include "catalog/namespace.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
@@ -32,6 +33,9 @@
 #include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/tuplestore.h"
+
+/* longer sources are not queued (no server takes URLs that long) */
+#define IK_MAX_SOURCE_URL_LEN 8192
 
 #include "ik_shmem.h"
 
@@ -88,6 +92,19 @@ imagekit_enqueue_insert(PG_FUNCTION_ARGS)
 	tgtno = ik_column(rel, trigger->tgargs[2]);
 	getTypeOutputInfo(TupleDescAttr(RelationGetDescr(rel), keyno - 1)->atttypid,
 					  &keyout, &keyvarlena);
+	/* the table may have changed since attach(): the source must be text */
+	switch (TupleDescAttr(RelationGetDescr(rel), srcno - 1)->atttypid)
+	{
+		case TEXTOID:
+		case VARCHAROID:
+			break;
+		default:
+			ereport(ERROR,
+					(errcode(ERRCODE_DATATYPE_MISMATCH),
+					 errmsg("column \"%s\" of table \"%s\" is not of type text",
+							trigger->tgargs[1], RelationGetRelationName(rel)),
+					 errhint("Detach the table with imagekit.detach(), or change the column back to text.")));
+	}
 
 	inbox_oid = get_relname_relid("inbox", get_namespace_oid("imagekit", false));
 	if (!OidIsValid(inbox_oid))
@@ -102,6 +119,7 @@ imagekit_enqueue_insert(PG_FUNCTION_ARGS)
 	{
 		bool		isnull;
 		Datum		src;
+		Datum		key;
 		Datum		values[4];
 		bool		nulls[4] = {false, false, false, false};
 		HeapTuple	tuple;
@@ -113,10 +131,15 @@ imagekit_enqueue_insert(PG_FUNCTION_ARGS)
 		if (isnull || VARSIZE_ANY_EXHDR(DatumGetPointer(src)) == 0)
 			continue;			/* nothing to fetch */
 
+		key = slot_getattr(slot, keyno, &isnull);
+		if (isnull)
+			continue;			/* no key, no way to find the row again */
+		if (VARSIZE_ANY_EXHDR(DatumGetPointer(src)) > IK_MAX_SOURCE_URL_LEN)
+			continue;			/* not a URL anyone serves; left alone */
+
 		oldcxt = MemoryContextSwitchTo(rowcxt);
 		values[0] = relid;
-		values[1] = CStringGetTextDatum(OidOutputFunctionCall(keyout,
-															  slot_getattr(slot, keyno, &isnull)));
+		values[1] = CStringGetTextDatum(OidOutputFunctionCall(keyout, key));
 		values[2] = src;		/* text or varchar, binary-compatible */
 		values[3] = now;
 		tuple = heap_form_tuple(RelationGetDescr(inbox), values, nulls);

@@ -69,7 +69,9 @@ ik_queue_release_worker(int slot)
 /*
  * Move what the INSERT triggers queued in imagekit.inbox into imagekit.jobs,
  * up to "limit" rows; returns how many were moved.  Rows of tables that are
- * no longer attached are dropped.
+ * no longer attached are dropped.  An inbox row replaces an existing job only
+ * if it is newer (a row deleted and inserted again); a job the UPDATE trigger
+ * made since (the source changed, even in the same transaction) is kept.
  */
 int
 ik_queue_absorb_inbox(int limit)
@@ -82,17 +84,19 @@ ik_queue_absorb_inbox(int limit)
 	if (ik_spi_execute("WITH moved AS ("
 					   "  DELETE FROM imagekit.inbox WHERE ctid = ANY (ARRAY("
 					   "    SELECT ctid FROM imagekit.inbox LIMIT $1 FOR UPDATE SKIP LOCKED))"
-					   "  RETURNING tbl, row_key, source_url) "
-					   "INSERT INTO imagekit.jobs AS j (tbl, row_key, source_url) "
-					   "SELECT DISTINCT ON (m.tbl, m.row_key) m.tbl, m.row_key, m.source_url"
+					   "  RETURNING tbl, row_key, source_url, queued_at) "
+					   "INSERT INTO imagekit.jobs AS j (tbl, row_key, source_url, updated_at) "
+					   "SELECT DISTINCT ON (m.tbl, m.row_key) m.tbl, m.row_key, m.source_url, m.queued_at"
 					   "  FROM moved m"
-					   " WHERE EXISTS (SELECT FROM imagekit.attachments a WHERE a.tbl = m.tbl) "
+					   " WHERE EXISTS (SELECT FROM imagekit.attachments a WHERE a.tbl = m.tbl)"
+					   " ORDER BY m.tbl, m.row_key, m.queued_at DESC "
 					   "ON CONFLICT (tbl, row_key) DO UPDATE"
 					   "   SET source_url = EXCLUDED.source_url,"
 					   "       state = CASE WHEN j.state = 'in_flight' THEN 'in_flight' ELSE 'queued' END,"
 					   "       generation = j.generation + 1, attempts = 0,"
 					   "       next_attempt_at = now(), last_error = NULL,"
-					   "       last_http_status = NULL, updated_at = now()",
+					   "       last_http_status = NULL, updated_at = EXCLUDED.updated_at"
+					   "   WHERE j.updated_at < EXCLUDED.updated_at",
 					   1, argtypes, args, NULL, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "could not move the imagekit inbox into the queue");
 	moved = (int) SPI_processed;
@@ -410,7 +414,8 @@ ik_queue_finish(IkQueueJob *job, int slot)
 							job->nspname, job->relname, job->row_key),
 					 errdetail_internal("%s", error)));
 			job->result = IK_JOB_FALLBACK;
-			job->error = error;
+			/* the message must outlive this transaction */
+			job->error = MemoryContextStrdup(job->mcxt, error);
 			job->url = NULL;
 			if (!ik_queue_update_job(job, slot, "fallback", true))
 				ik_queue_requeue_if_mine(job, slot);

@@ -37,6 +37,7 @@
 #include "access/xact.h"
 #include "access/xlog.h"
 #include "lib/ilist.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
@@ -60,6 +61,8 @@
 #include "ik_worker.h"
 
 #define IK_IDLE_WAIT_MS 30000
+#define IK_MAX_SOURCE_URL_LEN 8192
+#define IK_LOG_URL_LEN 300
 
 typedef enum IkPhase
 {
@@ -175,7 +178,14 @@ ik_job_finish_waiters(IkJob *leader)
 static void
 ik_job_start_download(IkJob *job)
 {
-	MemoryContext old = MemoryContextSwitchTo(job->q.mcxt);
+	MemoryContext old;
+
+	if (strlen(job->q.source_url) > IK_MAX_SOURCE_URL_LEN)
+	{
+		ik_job_finish(job, IK_JOB_FALLBACK, "source URL is too long", 0, -1);
+		return;
+	}
+	old = MemoryContextSwitchTo(job->q.mcxt);
 
 	job->download = ik_source_request(job->q.source_url, (size_t) ik_max_file_size,
 									  ik_timeout, ik_connect_timeout,
@@ -315,8 +325,15 @@ ik_worker_upload_done(IkJob *job)
 static void
 ik_hash_locktag(LOCKTAG *tag, const char *hash)
 {
-	uint32		hi = (uint32) strtoul(pnstrdup(hash, 8), NULL, 16);
-	uint32		lo = (uint32) strtoul(pnstrdup(hash + 8, 8), NULL, 16);
+	char		part[9];
+	uint32		hi;
+	uint32		lo;
+
+	memcpy(part, hash, 8);
+	part[8] = '\0';
+	hi = (uint32) strtoul(part, NULL, 16);
+	memcpy(part, hash + 8, 8);
+	lo = (uint32) strtoul(part, NULL, 16);
 
 	/* field4 = 0x494b ("IK") keeps clear of applications' advisory locks */
 	SET_LOCKTAG_ADVISORY(*tag, MyDatabaseId, hi, lo, 0x494b);
@@ -377,7 +394,16 @@ ik_worker_dedup(IkJob *job)
 	else if (ik_hash_trylock(job->q.hash))
 	{
 		job->holds_lock = true;
-		job->phase = IK_PHASE_UPLOAD;
+		/* the holder before us may have recorded it just now */
+		if (ik_asset_lookup(job->q.hash, &job->q.asset))
+		{
+			job->q.url = job->q.asset.url;
+			job->q.dedup_hit = true;
+			ik_shmem_count(IK_STAT_DEDUP_HITS, 1);
+			ik_job_finish(job, IK_JOB_DONE, NULL, 0, -1);
+		}
+		else
+			job->phase = IK_PHASE_UPLOAD;
 	}
 	else
 	{
@@ -407,11 +433,17 @@ ik_worker_dedup_due(void)
 static void
 ik_worker_log_fallback(IkJob *job)
 {
+	char	   *url = pnstrdup(job->q.source_url,
+							   pg_mbcliplen(job->q.source_url,
+											strlen(job->q.source_url),
+											IK_LOG_URL_LEN));
+
 	ereport(WARNING,
 			(errmsg("imagekit: using the source URL for %s.%s row %s",
 					job->q.nspname, job->q.relname, job->q.row_key),
-			 errdetail_internal("URL: %s. HTTP status: %d. Error: %s. Attempts: %d.",
-								job->q.source_url, job->q.http_status,
+			 errdetail_internal("URL: %s%s. HTTP status: %d. Error: %s. Attempts: %d.",
+								url, strlen(url) < strlen(job->q.source_url) ? "..." : "",
+								job->q.http_status,
 								job->q.error ? job->q.error : "none",
 								job->q.attempts + 1)));
 }
@@ -511,11 +543,15 @@ ik_worker_dedup_and_claim(bool *installed, bool *released)
 			room--;
 	}
 
-	if (ik_enabled && ik_claim_wanted &&
-		ik_queue_absorb_inbox(IK_INBOX_BATCH) == IK_INBOX_BATCH)
-		ik_inbox_full = true;	/* more to move: come back soon */
-	else
-		ik_inbox_full = false;
+	ik_inbox_full = false;
+	if (ik_enabled && ik_claim_wanted)
+	{
+		int			moved = ik_queue_absorb_inbox(IK_INBOX_BATCH);
+
+		ik_inbox_full = (moved == IK_INBOX_BATCH);	/* more: come back soon */
+		if (moved > 0)
+			ik_wake_on_commit();	/* the other workers can help */
+	}
 
 	if (ik_enabled && ik_claim_wanted && room > 0)
 	{
@@ -580,6 +616,19 @@ ik_worker_should_claim(void)
 
 	if (!ik_enabled || !ik_claim_wanted || room <= 0)
 		return false;
+	if (ik_upload_config_problem() != NULL)
+	{
+		static bool warned = false;
+
+		/* jobs wait in the queue rather than all falling back */
+		if (!warned)
+			ereport(WARNING,
+					(errmsg("imagekit: the worker cannot upload: %s",
+							ik_upload_config_problem()),
+					 errhint("Jobs stay queued until the configuration is fixed and reloaded.")));
+		warned = true;
+		return false;
+	}
 	return active == 0 ||
 		room >= Max(1, Min(ik_batch_size, ik_max_concurrent_uploads / 4));
 }
