@@ -219,6 +219,24 @@ sq("ALTER SYSTEM SET imagekit.enabled = on");
 $node->reload;
 ok(drained(), 'enabled again: drained');
 
+# while rows wait in the inbox: a source changed in the inserting transaction
+# is the one fetched, and a URL stored by the application is kept
+sq("ALTER SYSTEM SET imagekit.enabled = off");
+$node->reload;
+$node->poll_query_until('postgres', "SELECT current_setting('imagekit.enabled') = 'off'");
+sleep(1);
+sq("BEGIN; INSERT INTO coffee_images (url) VALUES ('$base/source/img-12000-2000.png'); "
+	  . "UPDATE coffee_images SET url = '$base/source/img-12001-2000.png' WHERE url LIKE '%img-12000-%'; COMMIT;");
+sq("INSERT INTO coffee_images (url) VALUES ('$base/source/img-12002-2000.png')");
+sq("UPDATE coffee_images SET imagekit_url = 'https://ik.imagekit.io/demo/app-set.png' WHERE url LIKE '%img-12002-%'");
+sq("ALTER SYSTEM SET imagekit.enabled = on");
+$node->reload;
+ok(drained(), 'inbox drained');
+is(sq("SELECT j.source_url LIKE '%img-12001-%' AND c.imagekit_url = a.url FROM coffee_images c JOIN imagekit.jobs j ON j.row_key = c.id::text JOIN imagekit.assets a ON a.content_hash = j.content_hash WHERE c.url LIKE '%img-12001-%'"),
+	't', 'the source changed in the inserting transaction is the one uploaded');
+is(sq("SELECT imagekit_url FROM coffee_images WHERE url LIKE '%img-12002-%'"),
+	'https://ik.imagekit.io/demo/app-set.png', 'a URL stored while the row waited in the inbox is kept');
+
 # DROP EXTENSION is not blocked by the worker, which then idles quietly
 sq("SELECT imagekit.detach('coffee_images')");
 sq("DROP EXTENSION imagekit_ext CASCADE");
