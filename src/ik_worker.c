@@ -6,25 +6,27 @@
  * Each worker owns a slot (its bgw_main_arg), connects to imagekit.database
  * and loops:
  *
- *	1. one short transaction: record the jobs that finished, look up the
- *	   content hashes that were just downloaded in imagekit.assets, claim
- *	   more jobs if there is room;
- *	2. outside any transaction: start downloads and uploads, never more than
+ *	1. record each finished job in a short transaction of its own;
+ *	2. one short transaction: look up the content hashes that were just
+ *	   downloaded, move the inbox into the queue, claim more jobs when there
+ *	   is room for a good part of a batch;
+ *	3. outside any transaction: start downloads and uploads, never more than
  *	   imagekit.max_concurrent_uploads HTTP requests at once, all on the
  *	   process's one curl multi handle;
- *	3. wait on the latch and the sockets (ik_http_pump) and move each
+ *	4. wait on the latch and the sockets (ik_http_pump) and move each
  *	   finished request's job on.
  *
- * A job goes: download -> hash -> dedup (imagekit.assets, or another job in
- * memory uploading the same bytes) -> upload as <sha256>.<ext> with
- * useUniqueFileName=false (so a repeated upload replaces the same file) ->
- * finished.  A failure is retried later by the queue (the job goes back
+ * A job goes: download -> hash -> dedup (imagekit.assets, another job in
+ * memory uploading the same bytes, or another worker holding the hash's
+ * advisory lock) -> upload as <sha256>.<ext> with useUniqueFileName=false
+ * (so a repeated upload replaces the same file) -> finished.  A failure is retried later by the queue (the job goes back
  * with next_attempt_at in the future; the worker never sleeps on it), or
  * falls back to the source URL when it is permanent or retries ran out.
  * A 429 pauses the uploads of every worker until the server's reset time.
  *
  * Idle, the worker sleeps on its latch: a commit that queued jobs sets it
- * (see ik_shmem.c), and the next due retry or lease expiry bounds the sleep.
+ * (see ik_shmem.c), and the next due retry bounds the sleep; expired leases
+ * are looked for every few seconds while busy and every 30 s when idle.
  * On a hot standby it waits for promotion.  Errors end the worker; the
  * postmaster restarts it and it first gives back the jobs its slot held.
  *
