@@ -42,12 +42,17 @@
 #include "ik_spi.h"
 #include "ik_settings.h"
 
-/* Is the extension (at a version with a queue) installed here? */
+/*
+ * Is the extension (at a version with a queue) installed here?  The lock
+ * taken on imagekit.jobs lasts until the end of the caller's transaction,
+ * so that a concurrent DROP EXTENSION waits for it rather than pulling the
+ * tables away from under its queries.
+ */
 bool
 ik_queue_installed(void)
 {
 	return OidIsValid(RangeVarGetRelid(makeRangeVar("imagekit", "jobs", -1),
-									   NoLock, true));
+									   AccessShareLock, true));
 }
 
 /* A restarted worker gives back what its slot held before. */

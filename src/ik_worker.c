@@ -474,6 +474,28 @@ ik_worker_commit(void)
  * these commits are cheap; a crash can lose the last of them, and the jobs
  * are then done again, harmlessly (uploads are named by content).
  */
+/* The extension is gone: drop every job in memory, and what it holds. */
+static void
+ik_worker_forget_jobs(void)
+{
+	dlist_mutable_iter it;
+
+	dlist_foreach_modify(it, &ik_jobs)
+	{
+		IkJob	   *job = dlist_container(IkJob, node, it.cur);
+
+		if (job->phase == IK_PHASE_DOWNLOADING || job->phase == IK_PHASE_UPLOADING)
+			ik_nrequests--;
+		if (job->holds_lock)
+			ik_hash_unlock(job->q.hash);
+		dlist_delete(&job->node);
+		ik_njobs--;
+		/* frees its requests too, taking them off the multi handle */
+		MemoryContextDelete(job->q.mcxt);
+	}
+	ik_shmem_set_in_flight(ik_slot, ik_nrequests);
+}
+
 static void
 ik_worker_record_finished(void)
 {
@@ -487,6 +509,14 @@ ik_worker_record_finished(void)
 		if (job->phase != IK_PHASE_FINISHED)
 			continue;
 		ik_worker_begin("imagekit: recording a job");
+		if (!ik_queue_installed())
+		{
+			ik_worker_commit();
+			elog(LOG, "imagekit worker %d: the extension was dropped; forgetting %d jobs",
+				 ik_slot, ik_njobs);
+			ik_worker_forget_jobs();
+			return;
+		}
 		ik_queue_finish(&job->q, ik_slot);
 		ik_worker_commit();
 		if (job->holds_lock)
@@ -522,6 +552,9 @@ ik_worker_dedup_and_claim(bool *installed, bool *released)
 	if (!*installed)
 	{
 		ik_worker_commit();
+		if (ik_njobs > 0)
+			ik_worker_forget_jobs();
+		*released = false;
 		return;
 	}
 	if (!*released)

@@ -242,10 +242,12 @@ sq("SELECT imagekit.detach('coffee_images')");
 sq("DROP EXTENSION imagekit_ext CASCADE");
 ok(1, 'DROP EXTENSION went through');
 sleep(1);
-is(sq("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'imagekit worker'"), '2', 'workers still run, idle');
+ok($node->poll_query_until('postgres', "SELECT count(*) = 2 FROM pg_stat_activity WHERE backend_type = 'imagekit worker'"),
+	'workers still run, idle');
 
 $node->stop;
 my $log = slurp_file($node->logfile);
 unlike($log, qr/\Q${\ $ik->key }\E/, 'the key is not in the log');
 unlike($log, qr/terminated by signal (?!9:)/, 'no process crashed (but the one we killed)');
+unlike($log, qr/\[\d+\] ERROR:/, 'no background process raised an error (DROP EXTENSION included)');
 done_testing();
