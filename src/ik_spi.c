@@ -29,7 +29,7 @@ typedef struct IkPlan
 
 static IkPlan *ik_plans = NULL;
 
-SPIPlanPtr
+static SPIPlanPtr
 ik_spi_plan(const char *sql, int nargs, Oid *argtypes)
 {
 	IkPlan	   *p;

@@ -10,7 +10,6 @@
 
 #include "executor/spi.h"
 
-extern SPIPlanPtr ik_spi_plan(const char *sql, int nargs, Oid *argtypes);
 extern int	ik_spi_execute(const char *sql, int nargs, Oid *argtypes,
 						   Datum *args, const char *nulls, bool read_only,
 						   long count);

@@ -268,6 +268,16 @@ ik_worker_download_done(IkJob *job)
 	job->phase = IK_PHASE_HASHED;
 }
 
+/* "<what>: <message>, request ID <id>", for the job's last_error */
+static char *
+ik_upload_error_text(const char *what, const IkUploadError *err)
+{
+	return psprintf("%s: %s%s%s", what,
+					err->message ? err->message : "no message",
+					err->request_id ? ", request ID " : "",
+					err->request_id ? err->request_id : "");
+}
+
 static void
 ik_worker_upload_done(IkJob *job)
 {
@@ -290,10 +300,7 @@ ik_worker_upload_done(IkJob *job)
 		case IK_OUTCOME_RETRYABLE:
 		case IK_OUTCOME_AUTH:
 			{
-				char	   *msg = psprintf("upload failed: %s%s%s",
-										   err.message ? err.message : "no message",
-										   err.request_id ? ", request ID " : "",
-										   err.request_id ? err.request_id : "");
+				char	   *msg = ik_upload_error_text("upload failed", &err);
 
 				if (err.status == 429)
 				{
@@ -308,10 +315,7 @@ ik_worker_upload_done(IkJob *job)
 			}
 		default:
 			ik_job_finish(job, IK_JOB_FALLBACK,
-						  psprintf("ImageKit refused the upload: %s%s%s",
-								   err.message ? err.message : "no message",
-								   err.request_id ? ", request ID " : "",
-								   err.request_id ? err.request_id : ""),
+						  ik_upload_error_text("ImageKit refused the upload", &err),
 						  (int) err.status, -1);
 			break;
 	}
