@@ -52,12 +52,26 @@ int			ik_connect_timeout = 5000;
 int			ik_max_file_size = 25 * 1024 * 1024;
 char	   *ik_database = NULL;
 bool		ik_enabled = true;
-bool		ik_allow_private_sources = false;
+int			ik_allow_private_sources = IK_PRIVATE_SOURCES_OFF;
 bool		ik_worker_storing = false;
 int			ik_workers = 1;
 int			ik_max_concurrent_uploads = 16;
 int			ik_batch_size = 64;
 int			ik_lease_timeout = 300000;
+
+/* like a boolean, plus "loopback" */
+static const struct config_enum_entry ik_private_sources_options[] = {
+	{"off", IK_PRIVATE_SOURCES_OFF, false},
+	{"loopback", IK_PRIVATE_SOURCES_LOOPBACK, false},
+	{"on", IK_PRIVATE_SOURCES_ON, false},
+	{"false", IK_PRIVATE_SOURCES_OFF, true},
+	{"true", IK_PRIVATE_SOURCES_ON, true},
+	{"no", IK_PRIVATE_SOURCES_OFF, true},
+	{"yes", IK_PRIVATE_SOURCES_ON, true},
+	{"0", IK_PRIVATE_SOURCES_OFF, true},
+	{"1", IK_PRIVATE_SOURCES_ON, true},
+	{NULL, 0, false}
+};
 
 void		_PG_init(void);
 
@@ -356,11 +370,12 @@ _PG_init(void)
 							 PGC_SIGHUP,
 							 0,
 							 NULL, NULL, NULL);
-	DefineCustomBoolVariable("imagekit.allow_private_sources",
+	DefineCustomEnumVariable("imagekit.allow_private_sources",
 							 gettext_noop("Whether the worker may download sources from loopback, private and link-local addresses."),
-							 gettext_noop("Off protects the server's network from source URLs written by applications."),
+							 gettext_noop("Off protects the server's network from source URLs written by applications; loopback allows this host only."),
 							 &ik_allow_private_sources,
-							 false,
+							 IK_PRIVATE_SOURCES_OFF,
+							 ik_private_sources_options,
 							 PGC_SUSET,
 							 0,
 							 NULL, NULL, NULL);

@@ -22,6 +22,20 @@ SET imagekit.max_retries = 11;
 SET imagekit.max_retries = -1;
 SET imagekit.timeout = 0;
 SET imagekit.retry_base_delay = '-5ms';
+SET imagekit.retry_max_delay = 99999999999;
+SET imagekit.timeout = 'ten seconds';
+SET imagekit.max_file_size = '100TB';
+SET imagekit.folder = E'/tab\there/';
+SELECT set_config('imagekit.folder', '/' || repeat('a', 260) || '/', false);
+SET imagekit.transformation = E'w-400\n';
+SET imagekit.allow_private_sources = maybe;
+
+-- allow_private_sources is off, loopback (this host only) or on
+SET imagekit.allow_private_sources = loopback;
+SHOW imagekit.allow_private_sources;
+SET imagekit.allow_private_sources = true;
+SHOW imagekit.allow_private_sources;
+RESET imagekit.allow_private_sources;
 
 -- a typo in the reserved prefix is reported
 SET imagekit.privat_key = 'x';

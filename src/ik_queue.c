@@ -233,7 +233,8 @@ ik_queue_update_job(IkQueueJob *job, int slot, const char *state,
 	args[1] = Int32GetDatum(job->generation);
 	args[2] = CStringGetTextDatum(state);
 	args[3] = Int32GetDatum(counts_attempt ? 1 : 0);
-	args[4] = Int64GetDatum(job->result == IK_JOB_RETRY ? job->retry_delay_ms : 0);
+	args[4] = Int64GetDatum(job->result == IK_JOB_DONE ||
+							job->result == IK_JOB_FALLBACK ? 0 : job->retry_delay_ms);
 	if (job->error)
 		args[5] = CStringGetTextDatum(job->error);
 	else
@@ -245,7 +246,7 @@ ik_queue_update_job(IkQueueJob *job, int slot, const char *state,
 		args[7] = CStringGetTextDatum(job->hash);
 	else
 		nulls[7] = 'n';
-	if (job->url && job->result != IK_JOB_RETRY)
+	if (job->url && job->result != IK_JOB_RETRY && job->result != IK_JOB_HOLD)
 		args[8] = CStringGetTextDatum(job->url);
 	else
 		nulls[8] = 'n';
@@ -393,9 +394,10 @@ ik_queue_finish(IkQueueJob *job, int slot)
 	if (job->uploaded)
 		ik_asset_record(job->hash, &job->asset);
 
-	if (job->result == IK_JOB_RETRY)
+	if (job->result == IK_JOB_RETRY || job->result == IK_JOB_HOLD)
 	{
-		if (!ik_queue_update_job(job, slot, "queued", true))
+		if (!ik_queue_update_job(job, slot, "queued",
+								 job->result == IK_JOB_RETRY))
 			ik_queue_requeue_if_mine(job, slot);
 		return;
 	}

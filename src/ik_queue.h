@@ -20,6 +20,7 @@ typedef enum IkJobResult
 {
 	IK_JOB_DONE,				/* url is the CDN URL */
 	IK_JOB_RETRY,				/* try again after retry_delay_ms */
+	IK_JOB_HOLD,				/* back to the queue, no attempt counted */
 	IK_JOB_FALLBACK				/* store the source URL, keep the error */
 } IkJobResult;
 

@@ -1,7 +1,7 @@
 /*-------------------------------------------------------------------------
  *
  * ik_redact.c
- *	  Keep the private key out of the server log.
+ *	  Keep the private key out of the server log and pg_stat_activity.
  *
  * The extension itself never puts the key in a message, but PostgreSQL may:
  * the postmaster logs "parameter "imagekit.private_key" changed to "..."" on
@@ -15,7 +15,13 @@
  * - when the statement names the setting or holds the key, the STATEMENT
  *   line and the bind parameters are suppressed.
  *
- * The hook must not fail: it allocates in ErrorContext and does nothing
+ * A ProcessUtility_hook does the same for pg_stat_activity: a top-level
+ * utility statement that names the setting or holds the key (ALTER SYSTEM
+ * SET imagekit.private_key = '...', the way to rotate the key) reports a
+ * redacted text as the session's query before it runs, so the key is not
+ * shown there while it runs nor afterwards while the session is idle.
+ *
+ * The log hook must not fail: it allocates in ErrorContext and does nothing
  * else that can raise an error.
  *
  *-------------------------------------------------------------------------
@@ -24,6 +30,8 @@
 
 #include "lib/stringinfo.h"
 #include "tcop/tcopprot.h"
+#include "tcop/utility.h"
+#include "utils/backend_status.h"
 #include "utils/elog.h"
 
 #include "ik_redact.h"
@@ -32,6 +40,7 @@
 #define IK_MASK "********"
 
 static emit_log_hook_type prev_emit_log_hook = NULL;
+static ProcessUtility_hook_type prev_process_utility_hook = NULL;
 static char **ik_secret = NULL;
 
 /* Case-insensitive strstr; setting names are case-insensitive. */
@@ -156,6 +165,30 @@ ik_emit_log_hook(ErrorData *edata)
 		prev_emit_log_hook(edata);
 }
 
+static void
+ik_process_utility(PlannedStmt *pstmt, const char *queryString,
+				   bool readOnlyTree, ProcessUtilityContext context,
+				   ParamListInfo params, QueryEnvironment *queryEnv,
+				   DestReceiver *dest, QueryCompletion *qc)
+{
+	if (context == PROCESS_UTILITY_TOPLEVEL && queryString != NULL &&
+		(ik_find_setting(queryString) != NULL ||
+		 ik_text_is_sensitive(queryString)))
+	{
+		char	   *shown = ik_redact_text(queryString);
+
+		pgstat_report_activity(STATE_RUNNING, shown);
+		pfree(shown);
+	}
+
+	if (prev_process_utility_hook)
+		prev_process_utility_hook(pstmt, queryString, readOnlyTree, context,
+								  params, queryEnv, dest, qc);
+	else
+		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context,
+								params, queryEnv, dest, qc);
+}
+
 /* Watch *secret (a GUC variable) from now on. */
 void
 ik_redact_install(char **secret)
@@ -163,4 +196,6 @@ ik_redact_install(char **secret)
 	ik_secret = secret;
 	prev_emit_log_hook = emit_log_hook;
 	emit_log_hook = ik_emit_log_hook;
+	prev_process_utility_hook = ProcessUtility_hook;
+	ProcessUtility_hook = ik_process_utility;
 }

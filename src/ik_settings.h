@@ -25,7 +25,15 @@ extern int	ik_retry_max_delay;
 /* pipeline */
 extern char *ik_database;
 extern bool ik_enabled;
-extern bool ik_allow_private_sources;
+/* imagekit.allow_private_sources */
+typedef enum IkPrivateSources
+{
+	IK_PRIVATE_SOURCES_OFF,		/* public addresses only */
+	IK_PRIVATE_SOURCES_LOOPBACK,	/* and this host's loopback addresses */
+	IK_PRIVATE_SOURCES_ON		/* any address */
+} IkPrivateSources;
+
+extern int	ik_allow_private_sources;
 extern bool ik_worker_storing;
 extern int	ik_workers;
 extern int	ik_max_concurrent_uploads;

@@ -25,6 +25,7 @@
 #include "port/pg_bswap.h"
 
 #include "ik_protocol.h"
+#include "ik_settings.h"
 #include "ik_source.h"
 
 /* a source slower than this many bytes per second for 10 s is cut off */
@@ -86,14 +87,33 @@ ik_address_is_public(const struct sockaddr *addr)
 	return false;
 }
 
+/* A public address, or one of this host's loopback addresses? */
+static bool
+ik_address_is_public_or_loopback(const struct sockaddr *addr)
+{
+	if (addr->sa_family == AF_INET)
+	{
+		const struct sockaddr_in *in = (const struct sockaddr_in *) addr;
+
+		if ((pg_ntoh32(in->sin_addr.s_addr) >> 24) == 127)
+			return true;
+	}
+	else if (addr->sa_family == AF_INET6 &&
+			 IN6_IS_ADDR_LOOPBACK(&((const struct sockaddr_in6 *) addr)->sin6_addr))
+		return true;
+	return ik_address_is_public(addr);
+}
+
 IkHttpRequest *
 ik_source_request(const char *url, size_t max_size, long timeout_ms,
-				  long connect_timeout_ms, bool allow_private)
+				  long connect_timeout_ms, int allow_private)
 {
 	IkHttpRequest *req = ik_http_request_create(url, max_size);
 
-	if (!allow_private)
+	if (allow_private == IK_PRIVATE_SOURCES_OFF)
 		ik_http_request_set_address_filter(req, ik_address_is_public);
+	else if (allow_private == IK_PRIVATE_SOURCES_LOOPBACK)
+		ik_http_request_set_address_filter(req, ik_address_is_public_or_loopback);
 
 	ik_http_request_set_timeouts(req, timeout_ms, connect_timeout_ms);
 	curl_easy_setopt(req->easy, CURLOPT_FOLLOWLOCATION, 1L);

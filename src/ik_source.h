@@ -21,7 +21,7 @@ typedef enum IkSourceOutcome
 
 extern IkHttpRequest *ik_source_request(const char *url, size_t max_size,
 										long timeout_ms, long connect_timeout_ms,
-										bool allow_private);
+										int allow_private);
 extern bool ik_address_is_public(const struct sockaddr *addr);
 extern IkSourceOutcome ik_source_check(IkHttpRequest *req, size_t max_size,
 									   const char **ext, char **error,

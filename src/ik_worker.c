@@ -22,7 +22,8 @@
  * (so a repeated upload replaces the same file) -> finished.  A failure is retried later by the queue (the job goes back
  * with next_attempt_at in the future; the worker never sleeps on it), or
  * falls back to the source URL when it is permanent or retries ran out.
- * A 429 pauses the uploads of every worker until the server's reset time.
+ * A 429 pauses the uploads of every worker until the server's reset time;
+ * a 401/403 holds this worker's jobs in the queue until the key changes.
  *
  * Idle, the worker sleeps on its latch: a commit that queued jobs sets it
  * (see ik_shmem.c), and the next due retry bounds the sleep; expired leases
@@ -104,6 +105,16 @@ static TimestampTz ik_leases_checked = 0;
 
 static bool ik_inbox_full = false;	/* the last move left rows behind */
 
+/*
+ * A 401/403 from ImageKit means that no upload can succeed with this key.
+ * The worker then holds its jobs in the queue (no attempt counted, nothing
+ * falls back) and claims nothing until imagekit.private_key changes or
+ * imagekit.retry_max_delay has passed, when it tries again.
+ */
+#define IK_HOLD_MS 1000
+static char *ik_refused_key = NULL; /* the key ImageKit refused, or NULL */
+static TimestampTz ik_refused_until = 0;
+
 void
 ik_worker_register(int slot)
 {
@@ -122,6 +133,40 @@ ik_worker_register(int slot)
 	RegisterBackgroundWorker(&worker);
 }
 
+/* Is the current key one that ImageKit refused a moment ago? */
+static bool
+ik_key_refused(void)
+{
+	if (ik_refused_key == NULL)
+		return false;
+	if (strcmp(ik_refused_key, ik_private_key ? ik_private_key : "") != 0 ||
+		GetCurrentTimestamp() >= ik_refused_until)
+	{
+		/* a new key, or time to try the old one again */
+		pfree(ik_refused_key);
+		ik_refused_key = NULL;
+		return false;
+	}
+	return true;
+}
+
+static void
+ik_key_refused_by(const IkUploadError *err)
+{
+	if (ik_key_refused())
+		return;
+	ik_refused_key = MemoryContextStrdup(TopMemoryContext,
+										 ik_private_key ? ik_private_key : "");
+	ik_refused_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+												   ik_retry_max_delay);
+	ereport(WARNING,
+			(errmsg("imagekit: ImageKit refused the private key (HTTP status %ld): uploads are held",
+					err->status),
+			 errdetail("ImageKit said: %s", err->message ? err->message : "nothing"),
+			 errhint("Jobs stay queued.  Set a valid imagekit.private_key and reload; the worker tries the current key again in %d ms.",
+					 ik_retry_max_delay)));
+}
+
 static void
 ik_job_finish(IkJob *job, IkJobResult result, const char *error, int status,
 			  long hint_ms)
@@ -129,7 +174,9 @@ ik_job_finish(IkJob *job, IkJobResult result, const char *error, int status,
 	job->q.result = result;
 	job->q.http_status = status;
 	job->q.error = error ? MemoryContextStrdup(job->q.mcxt, error) : NULL;
-	if (result == IK_JOB_RETRY)
+	if (result == IK_JOB_HOLD)
+		job->q.retry_delay_ms = hint_ms;
+	else if (result == IK_JOB_RETRY)
 	{
 		if (job->q.attempts + 1 > ik_max_retries)
 			job->q.result = IK_JOB_FALLBACK;
@@ -171,9 +218,8 @@ ik_job_finish_waiters(IkJob *leader)
 			ik_job_finish(w, IK_JOB_DONE, NULL, 0, -1);
 		}
 		else
-			ik_job_finish(w, leader->q.result == IK_JOB_RETRY ? IK_JOB_RETRY : IK_JOB_FALLBACK,
-						  leader->q.error, leader->q.http_status,
-						  leader->q.retry_delay_ms);
+			ik_job_finish(w, leader->q.result, leader->q.error,
+						  leader->q.http_status, leader->q.retry_delay_ms);
 	}
 }
 
@@ -227,6 +273,9 @@ ik_worker_start_requests(void)
 	bool		paused = ik_shmem_paused_until() > GetCurrentTimestamp();
 	const char *problem = ik_upload_config_problem();
 
+	if (problem == NULL && ik_key_refused())
+		problem = "ImageKit refused the private key";
+
 	dlist_foreach(it, &ik_jobs)
 	{
 		IkJob	   *job = dlist_container(IkJob, node, it.cur);
@@ -237,7 +286,7 @@ ik_worker_start_requests(void)
 			ik_job_start_download(job);
 		else if (job->phase == IK_PHASE_UPLOAD && problem != NULL)
 		{
-			ik_job_finish(job, IK_JOB_RETRY, problem, 0, -1);
+			ik_job_finish(job, IK_JOB_HOLD, problem, 0, IK_HOLD_MS);
 			ik_job_finish_waiters(job);
 		}
 		else if (job->phase == IK_PHASE_UPLOAD && !paused)
@@ -297,8 +346,14 @@ ik_worker_upload_done(IkJob *job)
 			job->q.uploaded = true;
 			ik_job_finish(job, IK_JOB_DONE, NULL, 0, -1);
 			break;
-		case IK_OUTCOME_RETRYABLE:
 		case IK_OUTCOME_AUTH:
+			/* no upload can succeed with this key: keep the job queued */
+			ik_key_refused_by(&err);
+			ik_job_finish(job, IK_JOB_HOLD,
+						  ik_upload_error_text("upload failed", &err),
+						  (int) err.status, IK_HOLD_MS);
+			break;
+		case IK_OUTCOME_RETRYABLE:
 			{
 				char	   *msg = ik_upload_error_text("upload failed", &err);
 
@@ -655,6 +710,8 @@ ik_worker_should_claim(void)
 
 	if (!ik_enabled || !ik_claim_wanted || room <= 0)
 		return false;
+	if (ik_key_refused())
+		return false;
 	if (ik_upload_config_problem() != NULL)
 	{
 		static bool warned = false;
@@ -701,6 +758,8 @@ ik_worker_wait_ms(void)
 		wait = Min(wait, (long) ((paused - now) / 1000) + 1);
 	if (ik_worker_has_phase(IK_PHASE_HASHED))
 		wait = Min(wait, 50);
+	if (ik_refused_key != NULL)
+		wait = Min(wait, Max(0, (long) ((ik_refused_until - now) / 1000)) + 1);
 	return wait;
 }
 
