@@ -22,6 +22,14 @@ DATA = sql/imagekit_ext--1.0.sql sql/imagekit_ext--1.0--1.1.sql
 PG_CPPFLAGS = -I$(srcdir)/src $(shell pkg-config --cflags libcurl json-c)
 SHLIB_LINK = $(shell pkg-config --libs libcurl json-c)
 
+# make SANITIZE=1: built with AddressSanitizer and UndefinedBehaviorSanitizer.
+# The server is not, so it must run with the ASan runtime preloaded; see
+# "Sanitizers" in README.md (bash test/run-tests.sh --sanitize does it all).
+ifdef SANITIZE
+PG_CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-common
+SHLIB_LINK += -fsanitize=address,undefined
+endif
+
 # pg_regress needs a server configured by test/run-tests (the stand-in's
 # endpoint and key); the TAP tests start their own.
 REGRESS = setup settings upload attach coffee

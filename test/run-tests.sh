@@ -5,13 +5,49 @@
 # own clusters and stand-ins).  Exits non-zero when any test fails.
 #
 #   bash test/run-tests.sh            (as root, or as a user with sudo rights)
+#   bash test/run-tests.sh --sanitize (the extension built with ASan and
+#                                      UBSan; fails on any sanitizer report)
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
+sanitize=0
+case "${1:-}" in
+	--sanitize) sanitize=1 ;;
+	"") ;;
+	*) echo "usage: $0 [--sanitize]" >&2; exit 2 ;;
+esac
+
 ik_install_deps
+work=$(ik_workdir)
+if [ $sanitize -eq 1 ]; then
+	# The sanitized build goes into a private copy of the PostgreSQL
+	# installation (it is relocatable), never into the system's, where a
+	# server started without the ASan runtime could not load it.
+	pg=$(dirname "$IK_PG_BIN")
+	ver=$(basename "$pg")
+	mkdir -p "$work/pg/usr/lib/postgresql" "$work/pg/usr/share/postgresql" "$work/pg/usr/include"
+	cp -a "$pg" "$work/pg/usr/lib/postgresql/"
+	cp -a "$("$IK_PG_BIN/pg_config" --sharedir)" "$work/pg/usr/share/postgresql/$ver"
+	cp -a "$(dirname "$(dirname "$("$IK_PG_BIN/pg_config" --includedir-server)")")" "$work/pg/usr/include/"
+	IK_PG_BIN="$work/pg/usr/lib/postgresql/$ver/bin"
+	IK_MAKE_FLAGS="SANITIZE=1"
+fi
 ik_build_install
 
-work=$(ik_workdir)
+if [ $sanitize -eq 1 ]; then
+	# The server is not instrumented: every process (the postmasters the
+	# suites start, and their clients) runs with the ASan runtime preloaded.
+	# Reports go to files in $work/sanitizer, which must stay empty (but
+	# for the helper library test/sanitize/asan_early_init.c built there).
+	mkdir "$work/sanitizer"
+	[ "$(id -u)" -eq 0 ] && chown postgres: "$work/sanitizer"
+	gcc -shared -fPIC -O2 -o "$work/sanitizer/asan_early_init.so" \
+		"$IK_ROOT/test/sanitize/asan_early_init.c" -ldl
+	LD_PRELOAD="$(gcc -print-file-name=libasan.so):$work/sanitizer/asan_early_init.so"
+	ASAN_OPTIONS="detect_leaks=0:log_path=$work/sanitizer/asan:print_suppressions=0"
+	UBSAN_OPTIONS="print_stacktrace=1:log_path=$work/sanitizer/ubsan"
+	export LD_PRELOAD ASAN_OPTIONS UBSAN_OPTIONS
+fi
 key=private_regress_$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')
 cleanup() {
 	ik_stop_cluster "$work"
@@ -46,6 +82,13 @@ if [ $status -ne 0 ] && [ -d "$work/src/tmp_check/log" ]; then
 	for f in "$work/src/tmp_check/log"/regress_log_*; do
 		echo "---- $f (tail)"; tail -n 40 "$f"
 	done
+fi
+if [ $sanitize -eq 1 ] && ls "$work/sanitizer" | grep -q 'san\.'; then
+	for f in "$work/sanitizer"/*san.*; do
+		echo "---- sanitizer report $f"; cat "$f"
+	done
+	echo "FAIL: sanitizer reports" >&2
+	status=1
 fi
 if grep -qF "$key" "$work/server.log"; then
 	echo "FAIL: the private key appears in the server log" >&2

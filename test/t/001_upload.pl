@@ -247,7 +247,12 @@ is(scalar(@probes), 4, 'leak probes ran');
 my ($fd1, $kb1, $fd2, $kb2) = @probes;
 like($err, qr/ImageKit rejected the upload/, 'the leak run included failed uploads');
 cmp_ok($fd2, '<=', $fd1 + 3, "open files stay flat over 300 calls ($fd1 -> $fd2)");
-cmp_ok($kb2 - $kb1, '<', 2048, "private memory stays flat over 300 calls ($kb1 kB -> $kb2 kB)");
+SKIP:
+{
+	# ASan keeps freed memory in quarantine: RSS says nothing under it
+	skip 'memory is not flat under AddressSanitizer', 1 if ($ENV{LD_PRELOAD} // '') =~ /asan/;
+	cmp_ok($kb2 - $kb1, '<', 2048, "private memory stays flat over 300 calls ($kb1 kB -> $kb2 kB)");
+}
 
 # a missing key is refused before any request
 $ik->reset;
