@@ -22,6 +22,8 @@
 
 #include <netinet/in.h>
 
+#include "lib/stringinfo.h"
+#include "mb/pg_wchar.h"
 #include "port/pg_bswap.h"
 
 #include "ik_protocol.h"
@@ -102,6 +104,52 @@ ik_address_is_public_or_loopback(const struct sockaddr *addr)
 			 IN6_IS_ADDR_LOOPBACK(&((const struct sockaddr_in6 *) addr)->sin6_addr))
 		return true;
 	return ik_address_is_public(addr);
+}
+
+/*
+ * A source URL as it may be logged: scheme, host, port and path, clipped
+ * to "max" bytes.  User names, passwords, query strings (signed URLs carry
+ * tokens there) and fragments are left out; a URL that does not parse is
+ * not shown at all.
+ */
+char *
+ik_source_url_for_log(const char *url, int max)
+{
+	CURLU	   *u = curl_url();
+	char	   *scheme = NULL;
+	char	   *host = NULL;
+	char	   *port = NULL;
+	char	   *path = NULL;
+	char	   *query = NULL;
+	char	   *shown;
+
+	if (u == NULL || curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK ||
+		curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
+		curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK)
+		shown = pstrdup("(not a URL)");
+	else
+	{
+		StringInfoData buf;
+
+		(void) curl_url_get(u, CURLUPART_PORT, &port, 0);
+		(void) curl_url_get(u, CURLUPART_PATH, &path, 0);
+		(void) curl_url_get(u, CURLUPART_QUERY, &query, 0);
+		initStringInfo(&buf);
+		appendStringInfo(&buf, "%s://%s%s%s%s%s", scheme, host,
+						 port ? ":" : "", port ? port : "",
+						 path ? path : "", query ? "?..." : "");
+		shown = buf.data;
+	}
+	curl_free(scheme);
+	curl_free(host);
+	curl_free(port);
+	curl_free(path);
+	curl_free(query);
+	curl_url_cleanup(u);
+
+	if (strlen(shown) > (size_t) max)
+		strcpy(shown + pg_mbcliplen(shown, strlen(shown), max - 3), "...");
+	return shown;
 }
 
 IkHttpRequest *

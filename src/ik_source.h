@@ -23,6 +23,7 @@ extern IkHttpRequest *ik_source_request(const char *url, size_t max_size,
 										long timeout_ms, long connect_timeout_ms,
 										int allow_private);
 extern bool ik_address_is_public(const struct sockaddr *addr);
+extern char *ik_source_url_for_log(const char *url, int max);
 extern IkSourceOutcome ik_source_check(IkHttpRequest *req, size_t max_size,
 									   const char **ext, char **error,
 									   long *hint_ms);

@@ -494,17 +494,13 @@ ik_worker_dedup_due(void)
 static void
 ik_worker_log_fallback(IkJob *job)
 {
-	char	   *url = pnstrdup(job->q.source_url,
-							   pg_mbcliplen(job->q.source_url,
-											strlen(job->q.source_url),
-											IK_LOG_URL_LEN));
+	char	   *url = ik_source_url_for_log(job->q.source_url, IK_LOG_URL_LEN);
 
 	ereport(WARNING,
 			(errmsg("imagekit: using the source URL for %s.%s row %s",
 					job->q.nspname, job->q.relname, job->q.row_key),
-			 errdetail_internal("URL: %s%s. HTTP status: %d. Error: %s. Attempts: %d.",
-								url, strlen(url) < strlen(job->q.source_url) ? "..." : "",
-								job->q.http_status,
+			 errdetail_internal("URL: %s. HTTP status: %d. Error: %s. Attempts: %d.",
+								url, job->q.http_status,
 								job->q.error ? job->q.error : "none",
 								job->q.attempts + 1)));
 }

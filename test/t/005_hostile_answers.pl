@@ -269,8 +269,18 @@ $session->quit;
 my $jobs = sq("SELECT string_agg(coalesce(last_error, '') || coalesce(result_url, '') || source_url, E'\\n') FROM imagekit.jobs");
 unlike($jobs, qr/\Q$new_key\E|\Q$key\E/, 'no key in the job table');
 
+# 7. the fallback WARNING shows no credentials or tokens from a source URL
+my $signed = "http://someone:pw-secret\@127.0.0.1:" . $ik->port . "/source/missing-7.png?sig=token-secret#frag";
+# (the application's own statement is not logged here: log_statement is all)
+sq("SET log_statement = 'none'; TRUNCATE imgs; DELETE FROM imagekit.jobs; INSERT INTO imgs (url) VALUES ('$signed')");
+settle('signed URL');
+is(sq("SELECT state FROM imagekit.jobs"), 'fallback', 'a missing signed source falls back');
+
 $node->stop;
 my $log = slurp_file($node->logfile);
+like($log, qr{DETAIL:  URL: http://127\.0\.0\.1:\d+/source/missing-7\.png\?\.\.\.\. HTTP status: 404},
+	'the WARNING shows the URL without user, password, query or fragment');
+unlike($log, qr/pw-secret|token-secret|someone/, 'no credentials or tokens from source URLs in the log');
 like($log, qr/WARNING:  imagekit: ImageKit refused the private key \(HTTP status 403\): uploads are held/,
 	'the refused key is logged once as a WARNING');
 unlike($log, qr/terminated by signal|PANIC/, 'no process crashed');
