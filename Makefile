@@ -10,6 +10,7 @@ OBJS = \
 	src/ik_protocol.o \
 	src/ik_queue.o \
 	src/ik_redact.o \
+	src/ik_response.o \
 	src/ik_shmem.o \
 	src/ik_source.o \
 	src/ik_spi.o \
