@@ -112,8 +112,12 @@ ik_response_int(json_object *obj, const char *key, int64 max)
 	{
 		double		d = json_object_get_double(v);
 
-		/* json-c accepts NaN and Infinity */
-		if (!isfinite(d) || d < 0 || d > (double) max)
+		/*
+		 * json-c accepts NaN and Infinity.  (double) PG_INT64_MAX rounds up
+		 * to 2^63, which does not fit in an int64: reject it explicitly.
+		 */
+		if (!isfinite(d) || d < 0 || d > (double) max ||
+			d >= -(double) PG_INT64_MIN)
 			return -1;
 		return (int64) d;
 	}
@@ -234,8 +238,9 @@ ik_response_parse_count(const char *s)
 
 /*
  * How long the server asked us to wait, in milliseconds, from Retry-After
- * (delay-seconds or an HTTP date, compared with "now") and X-RateLimit-Reset
- * (milliseconds); -1 when neither says anything usable.  Either may be NULL.
+ * (delay-seconds or an HTTP date, compared with "now", a time() value) and
+ * X-RateLimit-Reset (milliseconds); -1 when neither says anything usable.
+ * Either may be NULL.  A value too large for a long is LONG_MAX.
  */
 long
 ik_response_retry_hint_ms(const char *retry_after, const char *ratelimit_reset,
@@ -253,8 +258,15 @@ ik_response_retry_hint_ms(const char *retry_after, const char *ratelimit_reset,
 		{
 			time_t		when = curl_getdate(retry_after, NULL);
 
-			if (when != (time_t) -1)
-				hint = (when > now) ? (long) (when - now) * 1000 : 0;
+			/* curl_getdate takes years far beyond 9999 */
+			if (when == (time_t) -1)
+				hint = -1;
+			else if (when <= now)
+				hint = 0;
+			else if (when - now > LONG_MAX / 1000)
+				hint = LONG_MAX;
+			else
+				hint = (long) (when - now) * 1000;
 		}
 	}
 	if (ratelimit_reset != NULL)
