@@ -37,3 +37,9 @@ include $(PGXS)
 
 # every object depends on every header (PGXS tracks no header dependencies)
 $(OBJS): $(wildcard $(srcdir)/src/*.h)
+
+# the libFuzzer harnesses of test/fuzz/, FUZZ_SECONDS each; see README.md
+FUZZ_SECONDS ?= 60
+.PHONY: fuzz
+fuzz:
+	bash $(srcdir)/test/fuzz/run.sh $(FUZZ_SECONDS)

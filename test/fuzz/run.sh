@@ -70,10 +70,10 @@ fuzz() {
 	rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$work/$h.log")
 	cov=$(grep -o 'cov: [0-9]*' "$work/$h.log" | tail -n 1 | cut -d' ' -f2 || true)
 	ft=$(grep -o 'ft: [0-9]*' "$work/$h.log" | tail -n 1 | cut -d' ' -f2 || true)
-	corpus=$(find "$work/corpus/$h" -type f | wc -l)
+	corpus=$(grep -o 'corp: [0-9]*' "$work/$h.log" | tail -n 1 | cut -d' ' -f2 || true)
 	crashes=$(find "$work/artifacts" -name "$h-*" -type f | wc -l)
-	printf '%-22s %s s, %s execs (%s/s), cov: %s, ft: %s, corpus: %s files, crashes: %s\n' \
-		"$h" "$secs" "${execs:-?}" "${rate:-?}" "${cov:-?}" "${ft:-?}" "$corpus" "$crashes"
+	printf '%-22s %s s, %s execs (%s/s), cov: %s, ft: %s, corpus: %s inputs, crashes: %s\n' \
+		"$h" "$secs" "${execs:-?}" "${rate:-?}" "${cov:-?}" "${ft:-?}" "${corpus:-?}" "$crashes"
 	if [ $rc -ne 0 ] || [ "$crashes" -ne 0 ]; then
 		echo "---- $h failed (exit $rc); the end of $work/$h.log:" >&2
 		tail -n 60 "$work/$h.log" >&2
