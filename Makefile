@@ -10,6 +10,7 @@ OBJS = \
 	src/ik_protocol.o \
 	src/ik_queue.o \
 	src/ik_redact.o \
+	src/ik_response.o \
 	src/ik_shmem.o \
 	src/ik_source.o \
 	src/ik_spi.o \
@@ -44,3 +45,9 @@ include $(PGXS)
 
 # every object depends on every header (PGXS tracks no header dependencies)
 $(OBJS): $(wildcard $(srcdir)/src/*.h)
+
+# the libFuzzer harnesses of test/fuzz/, FUZZ_SECONDS each; see README.md
+FUZZ_SECONDS ?= 60
+.PHONY: fuzz
+fuzz:
+	bash $(srcdir)/test/fuzz/run.sh $(FUZZ_SECONDS)

@@ -10,6 +10,9 @@
  * SPI or tables; it turns options and bytes into a request for the
  * transport, and a finished request into a result or a classified error.
  *
+ * The parsing of what comes back is in ik_response.c, which knows nothing of
+ * the backend; this file converts its results to the server encoding.
+ *
  * Retry policy, as ImageKit's official SDKs do it and a bit more: connection
  * failures, timeouts, 408, 409, 429 and 5xx are retried with exponential
  * backoff (base * 2^n, capped, minus up to 25% jitter); Retry-After (seconds
@@ -21,7 +24,6 @@
 #include "postgres.h"
 
 #include <json-c/json.h>
-#include <limits.h>
 #include <math.h>
 #include <time.h>
 
@@ -34,8 +36,8 @@
 #include "utils/wait_event.h"
 
 #include "ik_protocol.h"
+#include "ik_response.h"
 
-#define IK_JSON_MAX_DEPTH	16
 #define IK_MAX_MESSAGE_LEN	500
 
 typedef struct IkReadState
@@ -169,96 +171,34 @@ ik_utf8_to_server(const char *s, size_t len)
 	return (converted == s) ? pnstrdup(s, len) : converted;
 }
 
-/* Parse a whole body as one JSON object, or return NULL. */
-static json_object *
-ik_parse_json_object(const char *body, size_t len)
-{
-	json_tokener *tok;
-	json_object *obj;
-	size_t		end;
-
-	if (len == 0 || len > INT_MAX)
-		return NULL;
-	tok = json_tokener_new_ex(IK_JSON_MAX_DEPTH);
-	if (tok == NULL)
-		return NULL;
-	obj = json_tokener_parse_ex(tok, body, (int) len);
-	end = json_tokener_get_parse_end(tok);
-	if (obj != NULL && json_tokener_get_error(tok) != json_tokener_success)
-	{
-		json_object_put(obj);
-		obj = NULL;
-	}
-	json_tokener_free(tok);
-	if (obj == NULL)
-		return NULL;
-
-	/* nothing but white space may follow */
-	while (end < len && (body[end] == ' ' || body[end] == '\t' ||
-						 body[end] == '\r' || body[end] == '\n'))
-		end++;
-	if (end != len || !json_object_is_type(obj, json_type_object))
-	{
-		json_object_put(obj);
-		return NULL;
-	}
-	return obj;
-}
-
-/* A string member converted to the server encoding, or NULL. */
+/* A core string converted to the server encoding, palloc'd; NULL for NULL. */
 static char *
-ik_json_string(json_object *obj, const char *key)
+ik_server_string(const char *s)
 {
-	json_object *v;
-
-	if (!json_object_object_get_ex(obj, key, &v) ||
-		!json_object_is_type(v, json_type_string))
-		return NULL;
-	return ik_utf8_to_server(json_object_get_string(v),
-							 json_object_get_string_len(v));
-}
-
-static int64
-ik_json_int(json_object *obj, const char *key, int64 max)
-{
-	json_object *v;
-	int64		n;
-
-	if (!json_object_object_get_ex(obj, key, &v))
-		return -1;
-	if (json_object_is_type(v, json_type_double))
-	{
-		double		d = json_object_get_double(v);
-
-		/* json-c accepts NaN and Infinity */
-		if (!isfinite(d) || d < 0 || d > (double) max)
-			return -1;
-		return (int64) d;
-	}
-	if (!json_object_is_type(v, json_type_int))
-		return -1;
-	n = json_object_get_int64(v);
-	return (n < 0 || n > max) ? -1 : n;
+	return (s == NULL) ? NULL : ik_utf8_to_server(s, strlen(s));
 }
 
 /* ImageKit's "message" from an error body, shortened, or NULL. */
 static char *
 ik_error_message(IkHttpRequest *req)
 {
-	json_object *obj = ik_parse_json_object(req->body, req->body_len);
-	char	   *msg = NULL;
+	char	   *raw;
+	char	   *volatile msg = NULL;
 
-	if (obj == NULL)
+	raw = ik_response_error_message(req->body, req->body_len,
+									IK_MAX_MESSAGE_LEN);
+	if (raw == NULL)
 		return NULL;
 	PG_TRY();
 	{
-		msg = ik_json_string(obj, "message");
+		msg = ik_server_string(raw);
+		/* clipped in UTF-8; the server encoding may need more bytes */
 		if (msg != NULL && strlen(msg) > IK_MAX_MESSAGE_LEN)
 			msg[pg_mbcliplen(msg, strlen(msg), IK_MAX_MESSAGE_LEN)] = '\0';
 	}
 	PG_FINALLY();
 	{
-		json_object_put(obj);
+		free(raw);
 	}
 	PG_END_TRY();
 	return msg;
@@ -268,31 +208,26 @@ ik_error_message(IkHttpRequest *req)
 static bool
 ik_parse_success(IkHttpRequest *req, IkUploadResult *result)
 {
-	json_object *obj = ik_parse_json_object(req->body, req->body_len);
-	bool		ok = false;
+	IkResponseUpload answer;
 
-	if (obj == NULL)
+	if (!ik_response_parse_upload(req->body, req->body_len, &answer))
 		return false;
 	PG_TRY();
 	{
-		result->url = ik_json_string(obj, "url");
-		if (result->url != NULL && result->url[0] != '\0')
-		{
-			result->file_id = ik_json_string(obj, "fileId");
-			result->file_path = ik_json_string(obj, "filePath");
-			result->name = ik_json_string(obj, "name");
-			result->size = ik_json_int(obj, "size", PG_INT64_MAX);
-			result->width = (int32) ik_json_int(obj, "width", PG_INT32_MAX);
-			result->height = (int32) ik_json_int(obj, "height", PG_INT32_MAX);
-			ok = true;
-		}
+		result->url = ik_server_string(answer.url);
+		result->file_id = ik_server_string(answer.file_id);
+		result->file_path = ik_server_string(answer.file_path);
+		result->name = ik_server_string(answer.name);
+		result->size = answer.size;
+		result->width = answer.width;
+		result->height = answer.height;
 	}
 	PG_FINALLY();
 	{
-		json_object_put(obj);
+		ik_response_upload_free(&answer);
 	}
 	PG_END_TRY();
-	return ok;
+	return true;
 }
 
 static bool
@@ -378,27 +313,6 @@ ik_upload_parse(IkHttpRequest *req, IkUploadResult *result, IkUploadError *err)
 	return err->outcome;
 }
 
-/* A non-negative decimal integer, possibly with white space around; or -1. */
-static long
-ik_parse_count(const char *s)
-{
-	long		n = 0;
-	bool		digits = false;
-
-	while (*s == ' ' || *s == '\t')
-		s++;
-	for (; *s >= '0' && *s <= '9'; s++)
-	{
-		if (n > (LONG_MAX - 9) / 10)
-			return LONG_MAX;
-		n = n * 10 + (*s - '0');
-		digits = true;
-	}
-	while (*s == ' ' || *s == '\t')
-		s++;
-	return (digits && *s == '\0') ? n : -1;
-}
-
 /*
  * How long the server asked us to wait, in milliseconds, from Retry-After
  * (delay-seconds or an HTTP date) and X-RateLimit-Reset (milliseconds);
@@ -407,34 +321,7 @@ ik_parse_count(const char *s)
 long
 ik_retry_hint_ms(const char *retry_after, const char *ratelimit_reset)
 {
-	long		hint = -1;
-
-	if (retry_after != NULL)
-	{
-		long		secs = ik_parse_count(retry_after);
-
-		if (secs >= 0)
-			hint = (secs > LONG_MAX / 1000) ? LONG_MAX : secs * 1000;
-		else
-		{
-			time_t		when = curl_getdate(retry_after, NULL);
-
-			if (when != (time_t) -1)
-			{
-				time_t		now = time(NULL);
-
-				hint = (when > now) ? (long) (when - now) * 1000 : 0;
-			}
-		}
-	}
-	if (ratelimit_reset != NULL)
-	{
-		long		ms = ik_parse_count(ratelimit_reset);
-
-		if (ms > hint)
-			hint = ms;
-	}
-	return hint;
+	return ik_response_retry_hint_ms(retry_after, ratelimit_reset, time(NULL));
 }
 
 /*
