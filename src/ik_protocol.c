@@ -27,6 +27,8 @@
 #include <math.h>
 #include <time.h>
 
+#include "access/xact.h"
+#include "catalog/namespace.h"
 #include "common/pg_prng.h"
 #include "lib/stringinfo.h"
 #include "mb/pg_wchar.h"
@@ -154,21 +156,73 @@ ik_upload_request(const IkUploadOptions *opts, const char *data, size_t len,
 	return req;
 }
 
+/* Append the bytes of one character as %XX escapes. */
+static void
+ik_append_escaped(StringInfo buf, const unsigned char *c, int n)
+{
+	for (int i = 0; i < n; i++)
+		appendStringInfo(buf, "%%%02X", c[i]);
+}
+
 /*
  * Validate UTF-8 text from the wire and convert it to the server encoding,
  * always into a fresh palloc'd string.  NULL if it is not valid UTF-8 (or
- * holds a NUL byte).
+ * holds a NUL byte).  Never fails otherwise: a character the server
+ * encoding lacks is kept as %XX escapes of its UTF-8 bytes (so a CDN URL
+ * stays a valid URL for the same file, and a message stays readable).
+ * Outside a transaction (in the worker) the conversion functions cannot be
+ * looked up, so there every non-ASCII character is escaped.
  */
 char *
 ik_utf8_to_server(const char *s, size_t len)
 {
-	char	   *converted;
+	int			enc = GetDatabaseEncoding();
+	const unsigned char *src = (const unsigned char *) s;
+	StringInfoData buf;
+	Oid			proc = InvalidOid;
+	char	   *dest = NULL;
+	size_t		pos = 0;
 
 	if (!pg_verify_mbstr(PG_UTF8, s, (int) len, true))
 		return NULL;
-	converted = pg_any_to_server(s, (int) len, PG_UTF8);
-	/* without a conversion, that is the input: copy it out of json-c */
-	return (converted == s) ? pnstrdup(s, len) : converted;
+	if (enc == PG_UTF8 || enc == PG_SQL_ASCII)
+		return pnstrdup(s, len);
+
+	if (IsTransactionState())
+	{
+		proc = FindDefaultConversionProc(PG_UTF8, enc);
+		dest = palloc((size_t) MAX_CONVERSION_GROWTH * len + 1);
+	}
+	initStringInfo(&buf);
+	while (pos < len)
+	{
+		int			n = pg_utf_mblen(src + pos);
+
+		if (OidIsValid(proc))
+		{
+			/* the longest convertible run, then one character escaped */
+			int			done = pg_do_encoding_conversion_buf(proc, PG_UTF8, enc,
+															 (unsigned char *) src + pos,
+															 (int) (len - pos),
+															 (unsigned char *) dest,
+															 (int) (MAX_CONVERSION_GROWTH * len + 1),
+															 true);
+
+			appendStringInfoString(&buf, dest);
+			pos += done;
+			if (pos >= len)
+				break;
+			n = pg_utf_mblen(src + pos);
+		}
+		if (IS_HIGHBIT_SET(src[pos]))
+			ik_append_escaped(&buf, src + pos, n);
+		else
+			appendStringInfoChar(&buf, (char) src[pos]);
+		pos += n;
+	}
+	if (dest)
+		pfree(dest);
+	return buf.data;
 }
 
 /* A core string converted to the server encoding, palloc'd; NULL for NULL. */

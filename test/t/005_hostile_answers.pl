@@ -276,8 +276,41 @@ sq("SET log_statement = 'none'; TRUNCATE imgs; DELETE FROM imagekit.jobs; INSERT
 settle('signed URL');
 is(sq("SELECT state FROM imagekit.jobs"), 'fallback', 'a missing signed source falls back');
 
+# 8. a database that is not UTF-8: answers with characters it lacks are
+# kept as %XX escapes, in the worker (no transaction there) and in
+# imagekit_upload(), instead of failing
+sq("CREATE DATABASE lat ENCODING 'LATIN1' TEMPLATE template0 LC_COLLATE 'C' LC_CTYPE 'C'");
+sq("ALTER SYSTEM SET imagekit.database = 'lat'");
+$node->reload;
+$node->safe_psql('lat', q{
+	CREATE EXTENSION imagekit_ext;
+	CREATE TABLE imgs (id int PRIMARY KEY, url text NOT NULL, imagekit_url text);
+	SELECT imagekit.attach('imgs');
+});
+$node->poll_query_until('lat', "SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'imagekit worker' AND datname = 'lat'")
+  or die 'the worker did not move to database lat';
+$ik->reset;
+$ik->faults({ action => 'json', body => { url => "https://ik.imagekit.io/demo/caf\x{e9}\x{2615}.png" } },
+	{ status => 400, body => { message => "Fichier refus\x{e9} \x{2615}", help => '' } });
+$node->safe_psql('lat', "INSERT INTO imgs VALUES (1, '" . $ik->source_url(900) . "')");
+$node->poll_query_until('lat', "SELECT state = 'done' FROM imagekit.jobs") or die 'row 1 not done';
+$node->safe_psql('lat', "INSERT INTO imgs VALUES (2, '" . $ik->source_url(901) . "')");
+$node->poll_query_until('lat', "SELECT count(*) = 2 FROM imagekit.jobs WHERE state IN ('done', 'fallback')")
+  or die 'row 2 not settled';
+is($node->safe_psql('lat', "SELECT convert_to(imagekit_url, 'UTF8') FROM imgs WHERE id = 1"),
+	'\x' . unpack('H*', 'https://ik.imagekit.io/demo/caf%C3%A9%E2%98%95.png'),
+	'LATIN1 database, worker: a non-ASCII CDN URL is stored percent-encoded');
+like($node->safe_psql('lat', "SELECT last_error FROM imagekit.jobs j JOIN imgs i ON i.id::text = j.row_key WHERE i.id = 2"),
+	qr/^ImageKit refused the upload: Fichier refus%C3%A9 %E2%98%95, request ID/,
+	'LATIN1 database, worker: a non-ASCII message is kept escaped');
+$ik->faults({ status => 400, body => { message => "Fichier refus\x{e9} \x{2615}", help => '' } });
+my ($lrc, $lout, $lerr) = $node->psql('lat', "SELECT imagekit_upload('\\x0102'::bytea, 'a.png')");
+like($lerr, qr/ERROR:  ImageKit rejected the upload of "a\.png"\nDETAIL:  HTTP status 400\. ImageKit said: Fichier refus\S+ %E2%98%95\./,
+	'LATIN1 database, imagekit_upload: the character LATIN1 lacks is escaped, the rest converted');
+
 $node->stop;
 my $log = slurp_file($node->logfile);
+unlike($log, qr/cannot perform encoding conversion/, 'the worker never tried a conversion outside a transaction');
 like($log, qr{DETAIL:  URL: http://127\.0\.0\.1:\d+/source/missing-7\.png\?\.\.\.\. HTTP status: 404},
 	'the WARNING shows the URL without user, password, query or fragment');
 unlike($log, qr/pw-secret|token-secret|someone/, 'no credentials or tokens from source URLs in the log');
