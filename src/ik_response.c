@@ -226,9 +226,8 @@ ik_response_parse_count(const char *s)
 		s++;
 	for (; *s >= '0' && *s <= '9'; s++)
 	{
-		if (n > (LONG_MAX - 9) / 10)
-			return LONG_MAX;
-		n = n * 10 + (*s - '0');
+		/* too large: saturate, but still check what follows */
+		n = (n > (LONG_MAX - 9) / 10) ? LONG_MAX : n * 10 + (*s - '0');
 		digits = true;
 	}
 	while (*s == ' ' || *s == '\t')
