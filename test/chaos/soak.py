@@ -351,6 +351,10 @@ def http_burst(kind, rng):
 # The plan: rows and faults, all from the seed
 # --------------------------------------------------------------------------
 
+def md_text(text):
+    return text.replace("<", "&lt;").replace("|", "\\|")
+
+
 def slope(points):
     """Least-squares slope of [(x, y)]."""
     n = len(points)
@@ -818,7 +822,8 @@ class Soak:
             out.append(fmt % (name, exp, act, "yes" if ok else "NO"))
         md = ["| check | expected | actual | ok |", "|---|---|---|---|"]
         for name, exp, act, ok in self.results:
-            md.append("| %s | %s | %s | %s |" % (name, exp, act, "yes" if ok else "**NO**"))
+            md.append("| %s | %s | %s | %s |" % (md_text(name), md_text(exp), md_text(act),
+                                                 "yes" if ok else "**NO**"))
         return out, md
 
     def summary_lines(self):
@@ -918,7 +923,7 @@ class Soak:
             say(line)
         say("")
         say("RESULT: %s" % ("all checks passed" if ok else "FAILED"))
-        text = "\n".join(summary) + "\n\n" + "\n".join(md) + "\n"
+        text = "".join("- %s\n" % md_text(line) for line in summary) + "\n" + "\n".join(md) + "\n"
         with open(os.path.join(self.work, "soak-result.md"), "w") as f:
             f.write(text)
         if args.markdown:
