@@ -14,10 +14,19 @@ Usage::
     python3 test/imagekit_standin.py --host 127.0.0.1 --port 0 \\
         --private-key KEY --url-endpoint https://ik.imagekit.io/demo \\
         --port-file PATH [--max-file-size 26214400] [--latency-ms 0] [--verbose]
+        [--state-file PATH]
 
 The bound port is written to PATH (atomically: PATH.tmp, then rename) and
 ``imagekit stand-in listening on http://HOST:PORT`` is printed.  SIGTERM or
 SIGINT stops the server cleanly.
+
+With ``--state-file PATH`` the file store (filePath -> sha256, file ids and
+versions) outlives the process: every stored file is appended to PATH as a
+JSON line at once, and a server started with the same PATH loads it back, so
+a stand-in killed (even with SIGKILL) and started again on the same port
+still knows what was uploaded before (the chaos soak, test/chaos/, does
+this).  Only the store is kept: counters, the ``files`` list, faults and
+config start afresh in each process.  ``/_standin/reset`` empties PATH too.
 
 Upload API (``POST /api/v1/files/upload``, multipart/form-data)
     HTTP Basic auth, user = private key, password ignored (the spec's raw form
@@ -63,8 +72,12 @@ Control API (JSON in, JSON out; never delayed, never affected by faults)
           "drop" and "truncate" accept "process": true: the upload is then
           really performed (stored, counted) and only the answer is lost.
     GET  /_standin/faults  the pending fault queue.
+    DELETE /_standin/faults  empty the fault queue (stats and files are kept);
+                           answers {"ok": true, "cleared": <units dropped>}.
     GET  /_standin/stats   counters, the uploaded files and their fields,
                            content hashes, stored paths (see State.snapshot).
+                           ``?brief=1`` leaves out ``files``, ``hashes`` and
+                           ``paths``: the counters only, cheap to poll.
 """
 
 import argparse
@@ -155,16 +168,24 @@ def error_body(message):
 class State:
     """Everything the server remembers; all access goes through one lock."""
 
-    def __init__(self, private_key, latency_ms, max_file_size, url_endpoint):
+    def __init__(self, private_key, latency_ms, max_file_size, url_endpoint,
+                 state_file=None):
         self.lock = threading.Lock()
         self.cli_private_key = private_key
         self.cli_latency_ms = latency_ms
         self.cli_max_file_size = max_file_size
         self.url_endpoint = url_endpoint.rstrip("/")
+        self.state_file = None
         self.reset()
+        if state_file is not None:
+            self.load_store(state_file)
+            self.state_file = open(state_file, "a", encoding="utf-8")
 
     def reset(self):
         with self.lock:
+            if self.state_file is not None:
+                self.state_file.truncate(0)
+                self.state_file.flush()
             self.private_key = self.cli_private_key
             self.latency_ms = self.cli_latency_ms
             self.max_file_size = self.cli_max_file_size
@@ -248,11 +269,40 @@ class State:
             self.faults.extend(faults)
             return len(self.faults)
 
+    def clear_faults(self):
+        with self.lock:
+            units = sum(f["count"] for f in self.faults)
+            self.faults = []
+            return units
+
     def pending_faults(self):
         with self.lock:
             return [dict(f) for f in self.faults]
 
     # -- file store ----------------------------------------------------------
+
+    def load_store(self, path):
+        """Load the store saved in ``path`` by an earlier process (--state-file)."""
+        if not os.path.exists(path):
+            return
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    continue            # a line cut short by a kill
+                self.paths[entry["path"]] = entry["sha256"]
+                self.path_meta[entry["path"]] = {
+                    "fileId": entry["fileId"], "version": entry["version"],
+                    "versionId": entry["versionId"]}
+                self.hashes[entry["sha256"]] = self.hashes.get(entry["sha256"], 0) + 1
+
+    def save_stored(self, path, sha256, meta):
+        """Append one stored file to the --state-file (with the lock held)."""
+        if self.state_file is None:
+            return
+        self.state_file.write(json.dumps(dict(meta, path=path, sha256=sha256)) + "\n")
+        self.state_file.flush()
 
     def store(self, folder, base_name, unique, overwrite, sha256, record):
         """Pick the final name, store the file, and return (name, path, meta).
@@ -281,15 +331,17 @@ class State:
                         "versionId": secrets.token_hex(12)}
             self.path_meta[path] = meta
             self.paths[path] = sha256
+            self.save_stored(path, sha256, meta)
             self.hashes[sha256] = self.hashes.get(sha256, 0) + 1
             self.uploads += 1
             self.files.append(dict(record, name=name, filePath=path,
                                    fileId=meta["fileId"]))
             return name, path, dict(meta)
 
-    def snapshot(self):
+    def snapshot(self, brief=False):
+        """Counters and, unless ``brief``, the files, hashes and paths."""
         with self.lock:
-            return {
+            snap = {
                 "requests": self.requests,
                 "uploads": self.uploads,
                 "statuses": dict(self.statuses),
@@ -299,9 +351,6 @@ class State:
                 "faults_consumed": self.faults_consumed,
                 "faults_pending": sum(f["count"] for f in self.faults),
                 "dropped": self.dropped,
-                "files": [dict(f) for f in self.files],
-                "hashes": dict(self.hashes),
-                "paths": dict(self.paths),
                 "downloads": self.downloads,
                 "download_statuses": dict(self.download_statuses),
                 "downloads_in_flight": self.downloads_in_flight,
@@ -309,6 +358,11 @@ class State:
                 "latency_ms": self.latency_ms,
                 "max_file_size": self.max_file_size,
             }
+            if not brief:
+                snap["files"] = [dict(f) for f in self.files]
+                snap["hashes"] = dict(self.hashes)
+                snap["paths"] = dict(self.paths)
+            return snap
 
 
 # --------------------------------------------------------------------------
@@ -874,8 +928,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 self.send_json(200, {"ok": True, "added": len(faults), "queued": pending})
             elif method == "GET" and name == "faults":
                 self.send_json(200, self.state.pending_faults())
+            elif method == "DELETE" and name == "faults":
+                self.send_json(200, {"ok": True, "cleared": self.state.clear_faults()})
             elif method == "GET" and name == "stats":
-                self.send_json(200, self.state.snapshot())
+                query = urllib.parse.parse_qs(self.path.partition("?")[2])
+                brief = query.get("brief", ["0"])[0] not in ("0", "")
+                self.send_json(200, self.state.snapshot(brief))
             else:
                 self.send_json(404, {"error": "unknown control endpoint %s %s" % (method, name)})
         except ValueError as exc:
@@ -1217,6 +1275,8 @@ def parse_args(argv):
     parser.add_argument("--max-file-size", type=int, default=26214400)
     parser.add_argument("--latency-ms", type=float, default=0)
     parser.add_argument("--verbose", action="store_true")
+    parser.add_argument("--state-file", help="keep the file store in this file "
+                        "across restarts (JSON lines)")
     return parser.parse_args(argv)
 
 
@@ -1234,7 +1294,8 @@ def main(argv=None):
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    state = State(args.private_key, args.latency_ms, args.max_file_size, args.url_endpoint)
+    state = State(args.private_key, args.latency_ms, args.max_file_size, args.url_endpoint,
+                  args.state_file)
     server = StandinServer((args.host, args.port), state, args.verbose)
     port = server.server_address[1]
     write_port_file(args.port_file, port)
