@@ -26,7 +26,7 @@ SHLIB_LINK = $(shell pkg-config --libs libcurl json-c)
 # make SANITIZE=1: built with AddressSanitizer and UndefinedBehaviorSanitizer.
 # The server is not, so it must run with the ASan runtime preloaded; see
 # "Sanitizers" in README.md (bash test/run-tests.sh --sanitize does it all).
-ifdef SANITIZE
+ifeq ($(SANITIZE),1)
 PG_CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-common
 SHLIB_LINK += -fsanitize=address,undefined
 endif

@@ -29,6 +29,7 @@
 #include "postgres.h"
 
 #include "lib/stringinfo.h"
+#include "nodes/parsenodes.h"
 #include "tcop/tcopprot.h"
 #include "tcop/utility.h"
 #include "utils/backend_status.h"
@@ -57,6 +58,37 @@ ik_find_setting(const char *text)
 	return NULL;
 }
 
+static bool
+ik_is_ident_char(char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		(c >= '0' && c <= '9') || c == '_' || IS_HIGHBIT_SET(c);
+}
+
+/* Skip white space and SQL comments (not nested ones). */
+static const char *
+ik_skip_space(const char *q)
+{
+	for (;;)
+	{
+		if (*q == ' ' || *q == '\t' || *q == '\n' || *q == '\r' || *q == '\f')
+			q++;
+		else if (q[0] == '-' && q[1] == '-')
+		{
+			while (*q != '\0' && *q != '\n')
+				q++;
+		}
+		else if (q[0] == '/' && q[1] == '*')
+		{
+			const char *end = strstr(q + 2, "*/");
+
+			q = end ? end + 2 : q + strlen(q);
+		}
+		else
+			return q;
+	}
+}
+
 /*
  * Where a value is being given to the setting in "text"
  * ("private_key = ...", "private_key TO ...", "private_key" changed to",
@@ -75,13 +107,9 @@ ik_find_assignment(const char *text)
 		p += strlen(IK_SECRET_SETTING);
 		if (*p == '"' || *p == '\'')
 			p++;
-		q = p;
-		while (*q == ' ' || *q == '\t' || *q == '\n' || *q == '\r')
-			q++;
+		q = ik_skip_space(p);
 		if (*q == '=' || *q == ',' ||
-			(pg_strncasecmp(q, "to", 2) == 0 &&
-			 (q[2] == ' ' || q[2] == '\t' || q[2] == '\n' || q[2] == '\r' ||
-			  q[2] == '\'' || q[2] == '$' || q[2] == 'E' || q[2] == 'e')) ||
+			(pg_strncasecmp(q, "to", 2) == 0 && !ik_is_ident_char(q[2])) ||
 			pg_strncasecmp(q, "changed to", 10) == 0)
 			return p;
 	}
@@ -100,9 +128,12 @@ ik_text_is_sensitive(const char *text)
 	return secret != NULL && secret[0] != '\0' && strstr(text, secret) != NULL;
 }
 
-/* A copy of "text" with the key masked and any assignment to it cut. */
+/*
+ * A copy of "text" with the key masked and any assignment to it cut; with
+ * "cut_at_name", cut just after the first mention of the setting.
+ */
 static char *
-ik_redact_text(const char *text)
+ik_redact_text(const char *text, bool cut_at_name)
 {
 	const char *secret = *ik_secret;
 	size_t		slen = (secret != NULL) ? strlen(secret) : 0;
@@ -110,6 +141,8 @@ ik_redact_text(const char *text)
 	StringInfoData buf;
 	const char *p = text;
 
+	if (cut_at_name && ik_find_setting(text) != NULL)
+		cut = ik_find_setting(text) + strlen(IK_SECRET_SETTING);
 	initStringInfo(&buf);
 	while (*p != '\0')
 	{
@@ -133,7 +166,7 @@ static void
 ik_redact_field(char **field)
 {
 	if (ik_text_is_sensitive(*field))
-		*field = ik_redact_text(*field);
+		*field = ik_redact_text(*field, false);
 }
 
 static void
@@ -154,6 +187,18 @@ ik_emit_log_hook(ErrorData *edata)
 		(ik_find_setting(debug_query_string) != NULL ||
 		 ik_text_is_sensitive(debug_query_string)))
 	{
+		/* log_statement's line is the statement itself: cut it at the name */
+		if (edata->message && ik_find_setting(edata->message) != NULL &&
+			strstr(edata->message, debug_query_string) != NULL)
+			edata->message = ik_redact_text(edata->message, true);
+
+		/*
+		 * A statement that fails (before ProcessUtility, say, with a syntax
+		 * error) stays in pg_stat_activity while the session is idle.
+		 */
+		if (edata->elevel >= ERROR)
+			pgstat_report_activity(STATE_RUNNING,
+								   ik_redact_text(debug_query_string, true));
 		edata->hide_stmt = true;
 		if (edata->detail_log && strncmp(edata->detail_log, "parameters:", 11) == 0)
 			edata->detail_log = pstrdup("parameters: [redacted]");
@@ -163,6 +208,20 @@ ik_emit_log_hook(ErrorData *edata)
 
 	if (prev_emit_log_hook)
 		prev_emit_log_hook(edata);
+}
+
+/* Does this utility statement give the setting a value? */
+static bool
+ik_statement_sets_secret(Node *stmt)
+{
+	VariableSetStmt *set = NULL;
+
+	if (IsA(stmt, AlterSystemStmt))
+		set = ((AlterSystemStmt *) stmt)->setstmt;
+	else if (IsA(stmt, VariableSetStmt))
+		set = (VariableSetStmt *) stmt;
+	return set != NULL && set->name != NULL &&
+		ik_find_setting(set->name) != NULL;
 }
 
 static void
@@ -175,7 +234,9 @@ ik_process_utility(PlannedStmt *pstmt, const char *queryString,
 		(ik_find_setting(queryString) != NULL ||
 		 ik_text_is_sensitive(queryString)))
 	{
-		char	   *shown = ik_redact_text(queryString);
+		/* cut at the name whatever the syntax when it is being set */
+		char	   *shown = ik_redact_text(queryString,
+										   ik_statement_sets_secret(pstmt->utilityStmt));
 
 		pgstat_report_activity(STATE_RUNNING, shown);
 		pfree(shown);

@@ -86,6 +86,7 @@ typedef struct IkJob
 	IkHttpRequest *upload;
 	const char *ext;
 	struct IkJob *leader;		/* in IK_PHASE_WAITING */
+	uint32		key_generation; /* of the key its upload was sent with */
 	bool		holds_lock;		/* the advisory lock on its content hash */
 	TimestampTz dedup_after;	/* in IK_PHASE_HASHED: when to look again */
 	dlist_node	node;
@@ -114,6 +115,14 @@ static bool ik_inbox_full = false;	/* the last move left rows behind */
 #define IK_HOLD_MS 1000
 static char *ik_refused_key = NULL; /* the key ImageKit refused, or NULL */
 static TimestampTz ik_refused_until = 0;
+static long ik_refused_status = 0;
+
+/*
+ * Bumped when a reload changes imagekit.private_key: a 401 to an upload
+ * sent with an older key says nothing about the current one.
+ */
+static char *ik_seen_key = NULL;
+static uint32 ik_key_generation = 0;
 
 void
 ik_worker_register(int slot)
@@ -150,6 +159,20 @@ ik_key_refused(void)
 	return true;
 }
 
+/* Note a change of imagekit.private_key (after a reload). */
+static void
+ik_key_check_changed(void)
+{
+	const char *key = ik_private_key ? ik_private_key : "";
+
+	if (ik_seen_key != NULL && strcmp(ik_seen_key, key) == 0)
+		return;
+	if (ik_seen_key != NULL)
+		pfree(ik_seen_key);
+	ik_seen_key = MemoryContextStrdup(TopMemoryContext, key);
+	ik_key_generation++;
+}
+
 static void
 ik_key_refused_by(const IkUploadError *err)
 {
@@ -159,6 +182,7 @@ ik_key_refused_by(const IkUploadError *err)
 										 ik_private_key ? ik_private_key : "");
 	ik_refused_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 												   ik_retry_max_delay);
+	ik_refused_status = err->status;
 	ereport(WARNING,
 			(errmsg("imagekit: ImageKit refused the private key (HTTP status %ld): uploads are held",
 					err->status),
@@ -259,6 +283,7 @@ ik_job_start_upload(IkJob *job)
 	job->upload = ik_upload_request(&opts, job->download->body,
 									job->download->body_len, name);
 	job->upload->arg = job;
+	job->key_generation = ik_key_generation;
 	ik_http_start(job->upload);
 	MemoryContextSwitchTo(old);
 	job->phase = IK_PHASE_UPLOADING;
@@ -272,9 +297,13 @@ ik_worker_start_requests(void)
 	dlist_iter	it;
 	bool		paused = ik_shmem_paused_until() > GetCurrentTimestamp();
 	const char *problem = ik_upload_config_problem();
+	long		status = 0;
 
 	if (problem == NULL && ik_key_refused())
+	{
 		problem = "ImageKit refused the private key";
+		status = ik_refused_status;
+	}
 
 	dlist_foreach(it, &ik_jobs)
 	{
@@ -286,7 +315,7 @@ ik_worker_start_requests(void)
 			ik_job_start_download(job);
 		else if (job->phase == IK_PHASE_UPLOAD && problem != NULL)
 		{
-			ik_job_finish(job, IK_JOB_HOLD, problem, 0, IK_HOLD_MS);
+			ik_job_finish(job, IK_JOB_HOLD, problem, (int) status, IK_HOLD_MS);
 			ik_job_finish_waiters(job);
 		}
 		else if (job->phase == IK_PHASE_UPLOAD && !paused)
@@ -348,7 +377,8 @@ ik_worker_upload_done(IkJob *job)
 			break;
 		case IK_OUTCOME_AUTH:
 			/* no upload can succeed with this key: keep the job queued */
-			ik_key_refused_by(&err);
+			if (job->key_generation == ik_key_generation)
+				ik_key_refused_by(&err);
 			ik_job_finish(job, IK_JOB_HOLD,
 						  ik_upload_error_text("upload failed", &err),
 						  (int) err.status, IK_HOLD_MS);
@@ -595,6 +625,30 @@ ik_worker_record_finished(void)
 }
 
 /* One transaction: dedup downloaded jobs, claim more if there is room. */
+/*
+ * May this worker claim jobs at all?  Not when disabled, nor while
+ * ImageKit refuses the key or the configuration cannot upload: jobs then
+ * wait in the queue rather than being downloaded only to be held or all
+ * falling back.
+ */
+static bool
+ik_worker_may_claim(void)
+{
+	static bool warned = false;
+
+	if (!ik_enabled || ik_key_refused())
+		return false;
+	if (ik_upload_config_problem() == NULL)
+		return true;
+	if (!warned)
+		ereport(WARNING,
+				(errmsg("imagekit: the worker cannot upload: %s",
+						ik_upload_config_problem()),
+				 errhint("Jobs stay queued until the configuration is fixed and reloaded.")));
+	warned = true;
+	return false;
+}
+
 static void
 ik_worker_dedup_and_claim(bool *installed, bool *released)
 {
@@ -643,7 +697,7 @@ ik_worker_dedup_and_claim(bool *installed, bool *released)
 			ik_wake_on_commit();	/* the other workers can help */
 	}
 
-	if (ik_enabled && ik_claim_wanted && room > 0)
+	if (ik_worker_may_claim() && ik_claim_wanted && room > 0)
 	{
 		int			limit = Min(room, ik_batch_size);
 		List	   *claimed;
@@ -704,23 +758,8 @@ ik_worker_should_claim(void)
 	int			active = ik_worker_active_jobs();
 	int			room = ik_max_concurrent_uploads - active;
 
-	if (!ik_enabled || !ik_claim_wanted || room <= 0)
+	if (!ik_claim_wanted || room <= 0 || !ik_worker_may_claim())
 		return false;
-	if (ik_key_refused())
-		return false;
-	if (ik_upload_config_problem() != NULL)
-	{
-		static bool warned = false;
-
-		/* jobs wait in the queue rather than all falling back */
-		if (!warned)
-			ereport(WARNING,
-					(errmsg("imagekit: the worker cannot upload: %s",
-							ik_upload_config_problem()),
-					 errhint("Jobs stay queued until the configuration is fixed and reloaded.")));
-		warned = true;
-		return false;
-	}
 	return active == 0 ||
 		room >= Max(1, Min(ik_batch_size, ik_max_concurrent_uploads / 4));
 }
@@ -754,8 +793,8 @@ ik_worker_wait_ms(void)
 		wait = Min(wait, (long) ((paused - now) / 1000) + 1);
 	if (ik_worker_has_phase(IK_PHASE_HASHED))
 		wait = Min(wait, 50);
-	if (ik_refused_key != NULL)
-		wait = Min(wait, Max(0, (long) ((ik_refused_until - now) / 1000)) + 1);
+	if (ik_refused_key != NULL && ik_refused_until > now)
+		wait = Min(wait, (long) ((ik_refused_until - now) / 1000) + 1);
 	return wait;
 }
 
@@ -776,6 +815,7 @@ ik_worker_main(Datum arg)
 	database = pstrdup(ik_database);
 	BackgroundWorkerInitializeConnection(database, NULL, 0);
 	ik_shmem_register_worker(ik_slot);
+	ik_key_check_changed();
 	/* the worker's own SQL is schema-qualified; trust nothing else */
 	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
 	/* results lost in a crash are redone: no need to wait for WAL flushes */
@@ -806,6 +846,7 @@ ik_worker_main(Datum arg)
 		{
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
+			ik_key_check_changed();
 			if (strcmp(database, ik_database) != 0)
 			{
 				elog(LOG, "imagekit worker %d restarting for database \"%s\"",

@@ -25,12 +25,7 @@ ik_install_deps() {
 
 # Build and install the extension into the PostgreSQL installation.
 ik_build_install() {
-	ik_log "building and installing imagekit_ext ${IK_MAKE_FLAGS:-}"
-	# objects built with other flags (SANITIZE=1 or not) are built again
-	if [ "$(cat "$IK_ROOT/.build-flags" 2>/dev/null)" != "${IK_MAKE_FLAGS:-}" ]; then
-		make -C "$IK_ROOT" -s PG_CONFIG="$IK_PG_BIN/pg_config" clean >/dev/null
-		echo "${IK_MAKE_FLAGS:-}" >"$IK_ROOT/.build-flags"
-	fi
+	ik_log "building and installing imagekit_ext"
 	make -C "$IK_ROOT" -s PG_CONFIG="$IK_PG_BIN/pg_config" ${IK_MAKE_FLAGS:-} >/dev/null
 	make -C "$IK_ROOT" -s PG_CONFIG="$IK_PG_BIN/pg_config" ${IK_MAKE_FLAGS:-} install >/dev/null
 }

@@ -19,10 +19,24 @@ esac
 
 ik_install_deps
 work=$(ik_workdir)
+key=private_regress_$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')
+status=1
+cleanup() {
+	ik_stop_cluster "$work"
+	ik_stop_standin "$work"
+	if [ "$status" -eq 0 ]; then rm -rf "$work"; else echo "test files kept in $work" >&2; fi
+}
+trap cleanup EXIT
+
+# The tests run from a copy the postgres user owns.
+mkdir "$work/src"
+(cd "$IK_ROOT" && tar --exclude=.git --exclude='*.o' --exclude='*.so' -cf - .) | tar -xf - -C "$work/src"
+
 if [ $sanitize -eq 1 ]; then
-	# The sanitized build goes into a private copy of the PostgreSQL
-	# installation (it is relocatable), never into the system's, where a
-	# server started without the ASan runtime could not load it.
+	# The sanitized build is made in the copy and installed into a private
+	# copy of the PostgreSQL installation (it is relocatable), never into
+	# the system's, where a server started without the ASan runtime could
+	# not load it.
 	pg=$(dirname "$IK_PG_BIN")
 	ver=$(basename "$pg")
 	mkdir -p "$work/pg/usr/lib/postgresql" "$work/pg/usr/share/postgresql" "$work/pg/usr/include"
@@ -30,35 +44,24 @@ if [ $sanitize -eq 1 ]; then
 	cp -a "$("$IK_PG_BIN/pg_config" --sharedir)" "$work/pg/usr/share/postgresql/$ver"
 	cp -a "$(dirname "$(dirname "$("$IK_PG_BIN/pg_config" --includedir-server)")")" "$work/pg/usr/include/"
 	IK_PG_BIN="$work/pg/usr/lib/postgresql/$ver/bin"
-	IK_MAKE_FLAGS="SANITIZE=1"
-fi
-ik_build_install
+	ik_log "building imagekit_ext with SANITIZE=1 into $work/pg"
+	make -C "$work/src" -s PG_CONFIG="$IK_PG_BIN/pg_config" SANITIZE=1 >/dev/null
+	make -C "$work/src" -s PG_CONFIG="$IK_PG_BIN/pg_config" SANITIZE=1 install >/dev/null
 
-if [ $sanitize -eq 1 ]; then
 	# The server is not instrumented: every process (the postmasters the
 	# suites start, and their clients) runs with the ASan runtime preloaded.
 	# Reports go to files in $work/sanitizer, which must stay empty (but
 	# for the helper library test/sanitize/asan_early_init.c built there).
 	mkdir "$work/sanitizer"
-	[ "$(id -u)" -eq 0 ] && chown postgres: "$work/sanitizer"
 	gcc -shared -fPIC -O2 -o "$work/sanitizer/asan_early_init.so" \
 		"$IK_ROOT/test/sanitize/asan_early_init.c" -ldl
 	LD_PRELOAD="$(gcc -print-file-name=libasan.so):$work/sanitizer/asan_early_init.so"
 	ASAN_OPTIONS="detect_leaks=0:log_path=$work/sanitizer/asan:print_suppressions=0"
 	UBSAN_OPTIONS="print_stacktrace=1:log_path=$work/sanitizer/ubsan"
 	export LD_PRELOAD ASAN_OPTIONS UBSAN_OPTIONS
+else
+	ik_build_install
 fi
-key=private_regress_$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')
-cleanup() {
-	ik_stop_cluster "$work"
-	ik_stop_standin "$work"
-	if [ "${status:-1}" -eq 0 ]; then rm -rf "$work"; else echo "test files kept in $work" >&2; fi
-}
-trap cleanup EXIT
-
-# The tests run from a copy the postgres user owns.
-mkdir "$work/src"
-(cd "$IK_ROOT" && tar --exclude=.git --exclude='*.o' --exclude='*.so' -cf - .) | tar -xf - -C "$work/src"
 [ "$(id -u)" -eq 0 ] && chown -R postgres: "$work"
 
 ik_start_standin "$work" "$key"
@@ -83,7 +86,10 @@ if [ $status -ne 0 ] && [ -d "$work/src/tmp_check/log" ]; then
 		echo "---- $f (tail)"; tail -n 40 "$f"
 	done
 fi
-if [ $sanitize -eq 1 ] && ls "$work/sanitizer" | grep -q 'san\.'; then
+# reports written at shutdown count too
+ik_stop_cluster "$work"
+ik_stop_standin "$work"
+if [ $sanitize -eq 1 ] && compgen -G "$work/sanitizer/*san.*" >/dev/null; then
 	for f in "$work/sanitizer"/*san.*; do
 		echo "---- sanitizer report $f"; cat "$f"
 	done
