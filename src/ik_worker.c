@@ -624,7 +624,6 @@ ik_worker_record_finished(void)
 	}
 }
 
-/* One transaction: dedup downloaded jobs, claim more if there is room. */
 /*
  * May this worker claim jobs at all?  Not when disabled, nor while
  * ImageKit refuses the key or the configuration cannot upload: jobs then
@@ -649,6 +648,7 @@ ik_worker_may_claim(void)
 	return false;
 }
 
+/* One transaction: dedup downloaded jobs, claim more if there is room. */
 static void
 ik_worker_dedup_and_claim(bool *installed, bool *released)
 {
