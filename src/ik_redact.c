@@ -20,6 +20,10 @@
  * SET imagekit.private_key = '...', the way to rotate the key) reports a
  * redacted text as the session's query before it runs, so the key is not
  * shown there while it runs nor afterwards while the session is idle.
+ * Whether the statement sets the key is read from its parse tree, so that
+ * comments or odd spacing cannot hide the value from the cut.  A statement
+ * that fails before it gets there (a syntax error) is redacted in
+ * pg_stat_activity by the log hook, when its ERROR is reported.
  *
  * The log hook must not fail: it allocates in ErrorContext and does nothing
  * else that can raise an error.
