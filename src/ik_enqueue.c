@@ -34,10 +34,9 @@
 #include "utils/rel.h"
 #include "utils/tuplestore.h"
 
-/* longer sources are not queued (no server takes URLs that long) */
-#define IK_MAX_SOURCE_URL_LEN 8192
 
 #include "ik_shmem.h"
+#include "ik_source.h"
 
 PG_FUNCTION_INFO_V1(imagekit_enqueue_insert);
 
@@ -134,7 +133,7 @@ imagekit_enqueue_insert(PG_FUNCTION_ARGS)
 		key = slot_getattr(slot, keyno, &isnull);
 		if (isnull)
 			continue;			/* no key, no way to find the row again */
-		if (VARSIZE_ANY_EXHDR(DatumGetPointer(src)) > IK_MAX_SOURCE_URL_LEN)
+		if (VARSIZE_ANY_EXHDR(DatumGetPointer(src)) > IK_SOURCE_MAX_URL_LEN)
 			continue;			/* not a URL anyone serves; left alone */
 
 		oldcxt = MemoryContextSwitchTo(rowcxt);

@@ -164,7 +164,11 @@ ik_source_request(const char *url, size_t max_size, long timeout_ms,
 		ik_http_request_set_address_filter(req, ik_address_is_public_or_loopback);
 
 	ik_http_request_set_timeouts(req, timeout_ms, connect_timeout_ms);
-	/* never through a proxy (http_proxy & co.): the address filter must see the source */
+	/*
+	 * Sources are never fetched through a proxy (http_proxy and friends in
+	 * the server's environment): the address filter must see the source's
+	 * own address.  Uploads keep the environment's proxy.
+	 */
 	curl_easy_setopt(req->easy, CURLOPT_PROXY, "");
 	curl_easy_setopt(req->easy, CURLOPT_FOLLOWLOCATION, 1L);
 	curl_easy_setopt(req->easy, CURLOPT_MAXREDIRS, (long) IK_SOURCE_MAX_REDIRECTS);

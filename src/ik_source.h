@@ -19,6 +19,9 @@ typedef enum IkSourceOutcome
 
 #define IK_SOURCE_MAX_REDIRECTS 5
 
+/* longer source URLs are not fetched (no server takes URLs that long) */
+#define IK_SOURCE_MAX_URL_LEN 8192
+
 extern IkHttpRequest *ik_source_request(const char *url, size_t max_size,
 										long timeout_ms, long connect_timeout_ms,
 										int allow_private);

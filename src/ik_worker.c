@@ -64,7 +64,6 @@
 #include "ik_worker.h"
 
 #define IK_IDLE_WAIT_MS 30000
-#define IK_MAX_SOURCE_URL_LEN 8192
 #define IK_LOG_URL_LEN 300
 
 typedef enum IkPhase
@@ -252,7 +251,7 @@ ik_job_start_download(IkJob *job)
 {
 	MemoryContext old;
 
-	if (strlen(job->q.source_url) > IK_MAX_SOURCE_URL_LEN)
+	if (strlen(job->q.source_url) > IK_SOURCE_MAX_URL_LEN)
 	{
 		ik_job_finish(job, IK_JOB_FALLBACK, "source URL is too long", 0, -1);
 		return;
