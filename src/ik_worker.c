@@ -220,6 +220,16 @@ ik_job_finish(IkJob *job, IkJobResult result, const char *error, int status,
 	job->phase = IK_PHASE_FINISHED;
 }
 
+/* The job's content is on ImageKit already, at "url". */
+static void
+ik_job_dedup_hit(IkJob *job, const char *url)
+{
+	job->q.url = MemoryContextStrdup(job->q.mcxt, url);
+	job->q.dedup_hit = true;
+	ik_shmem_count(IK_STAT_DEDUP_HITS, 1);
+	ik_job_finish(job, IK_JOB_DONE, NULL, 0, -1);
+}
+
 /* Jobs that wait on "leader" share its fate. */
 static void
 ik_job_finish_waiters(IkJob *leader)
@@ -234,12 +244,7 @@ ik_job_finish_waiters(IkJob *leader)
 			continue;
 		w->leader = NULL;
 		if (leader->q.result == IK_JOB_DONE)
-		{
-			w->q.url = MemoryContextStrdup(w->q.mcxt, leader->q.url);
-			w->q.dedup_hit = true;
-			ik_shmem_count(IK_STAT_DEDUP_HITS, 1);
-			ik_job_finish(w, IK_JOB_DONE, NULL, 0, -1);
-		}
+			ik_job_dedup_hit(w, leader->q.url);
 		else
 			ik_job_finish(w, leader->q.result, leader->q.error,
 						  leader->q.http_status, leader->q.retry_delay_ms);
@@ -475,23 +480,13 @@ ik_worker_dedup(IkJob *job)
 
 	old = MemoryContextSwitchTo(job->q.mcxt);
 	if (ik_asset_lookup(job->q.hash, &job->q.asset))
-	{
-		job->q.url = job->q.asset.url;
-		job->q.dedup_hit = true;
-		ik_shmem_count(IK_STAT_DEDUP_HITS, 1);
-		ik_job_finish(job, IK_JOB_DONE, NULL, 0, -1);
-	}
+		ik_job_dedup_hit(job, job->q.asset.url);
 	else if (ik_hash_trylock(job->q.hash))
 	{
 		job->holds_lock = true;
 		/* the holder before us may have recorded it just now */
 		if (ik_asset_lookup(job->q.hash, &job->q.asset))
-		{
-			job->q.url = job->q.asset.url;
-			job->q.dedup_hit = true;
-			ik_shmem_count(IK_STAT_DEDUP_HITS, 1);
-			ik_job_finish(job, IK_JOB_DONE, NULL, 0, -1);
-		}
+			ik_job_dedup_hit(job, job->q.asset.url);
 		else
 			job->phase = IK_PHASE_UPLOAD;
 	}
@@ -551,14 +546,19 @@ ik_worker_commit(void)
 	pgstat_report_activity(STATE_IDLE, NULL);
 }
 
-/*
- * Record each finished job in a transaction of its own (so that a worker
- * never holds row locks of several rows at once, which could deadlock with
- * an application updating them), then free it.  With synchronous_commit off
- * these commits are cheap; a crash can lose the last of them, and the jobs
- * are then done again, harmlessly (uploads are named by content).
- */
-/* The extension is gone: drop every job in memory, and what it holds. */
+/* Drop a job from memory with what it holds: its hash lock, its requests. */
+static void
+ik_job_free(IkJob *job)
+{
+	if (job->holds_lock)
+		ik_hash_unlock(job->q.hash);
+	dlist_delete(&job->node);
+	ik_njobs--;
+	/* frees its requests too, taking them off the multi handle */
+	MemoryContextDelete(job->q.mcxt);
+}
+
+/* The extension is gone: drop every job in memory. */
 static void
 ik_worker_forget_jobs(void)
 {
@@ -570,16 +570,18 @@ ik_worker_forget_jobs(void)
 
 		if (job->phase == IK_PHASE_DOWNLOADING || job->phase == IK_PHASE_UPLOADING)
 			ik_nrequests--;
-		if (job->holds_lock)
-			ik_hash_unlock(job->q.hash);
-		dlist_delete(&job->node);
-		ik_njobs--;
-		/* frees its requests too, taking them off the multi handle */
-		MemoryContextDelete(job->q.mcxt);
+		ik_job_free(job);
 	}
 	ik_shmem_set_in_flight(ik_slot, ik_nrequests);
 }
 
+/*
+ * Record each finished job in a transaction of its own (so that a worker
+ * never holds row locks of several rows at once, which could deadlock with
+ * an application updating them), then free it.  With synchronous_commit off
+ * these commits are cheap; a crash can lose the last of them, and the jobs
+ * are then done again, harmlessly (uploads are named by content).
+ */
 static void
 ik_worker_record_finished(void)
 {
@@ -603,16 +605,12 @@ ik_worker_record_finished(void)
 		}
 		ik_queue_finish(&job->q, ik_slot);
 		ik_worker_commit();
-		if (job->holds_lock)
-			ik_hash_unlock(job->q.hash);
 		if (job->q.result == IK_JOB_FALLBACK)
 		{
 			ik_shmem_count(IK_STAT_FALLBACKS, 1);
 			ik_worker_log_fallback(job);
 		}
-		dlist_delete(&job->node);
-		ik_njobs--;
-		MemoryContextDelete(job->q.mcxt);
+		ik_job_free(job);
 		any = true;
 	}
 	if (any)
