@@ -33,7 +33,6 @@
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
 #include "utils/builtins.h"
-#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/resowner.h"
 
@@ -55,6 +54,20 @@ ik_queue_installed(void)
 									   AccessShareLock, true));
 }
 
+/* Run one statement of the queue; ERROR unless it returns "expected". */
+static void
+ik_queue_exec(const char *sql, int nargs, Oid *argtypes, Datum *args,
+			  const char *nulls, int expected)
+{
+	int			rc;
+
+	SPI_connect();
+	rc = ik_spi_execute(sql, nargs, argtypes, args, nulls, false, 0);
+	if (rc != expected)
+		elog(ERROR, "imagekit queue query failed: %s", SPI_result_code_string(rc));
+	SPI_finish();
+}
+
 /* A restarted worker gives back what its slot held before. */
 void
 ik_queue_release_worker(int slot)
@@ -62,13 +75,10 @@ ik_queue_release_worker(int slot)
 	Oid			argtypes[1] = {INT4OID};
 	Datum		args[1] = {Int32GetDatum(slot)};
 
-	SPI_connect();
-	if (ik_spi_execute("UPDATE imagekit.jobs SET state = 'queued', "
-							  "lease_expires_at = NULL, worker = NULL, updated_at = now() "
-							  "WHERE state = 'in_flight' AND worker = $1",
-							  1, argtypes, args, NULL, false, 0) != SPI_OK_UPDATE)
-		elog(ERROR, "could not release the jobs of worker %d", slot);
-	SPI_finish();
+	ik_queue_exec("UPDATE imagekit.jobs SET state = 'queued', "
+				  "lease_expires_at = NULL, worker = NULL, updated_at = now() "
+				  "WHERE state = 'in_flight' AND worker = $1",
+				  1, argtypes, args, NULL, SPI_OK_UPDATE);
 }
 
 /*
@@ -117,15 +127,12 @@ ik_queue_absorb_inbox(int limit)
 void
 ik_queue_requeue_expired(void)
 {
-	SPI_connect();
-	if (ik_spi_execute("UPDATE imagekit.jobs SET state = 'queued', next_attempt_at = now(),"
-					   " lease_expires_at = NULL, worker = NULL, updated_at = now() "
-					   "WHERE id IN (SELECT id FROM imagekit.jobs"
-					   "  WHERE state = 'in_flight' AND lease_expires_at < now()"
-					   "  FOR UPDATE SKIP LOCKED)",
-					   0, NULL, NULL, NULL, false, 0) != SPI_OK_UPDATE)
-		elog(ERROR, "could not requeue expired imagekit jobs");
-	SPI_finish();
+	ik_queue_exec("UPDATE imagekit.jobs SET state = 'queued', next_attempt_at = now(),"
+				  " lease_expires_at = NULL, worker = NULL, updated_at = now() "
+				  "WHERE id IN (SELECT id FROM imagekit.jobs"
+				  "  WHERE state = 'in_flight' AND lease_expires_at < now()"
+				  "  FOR UPDATE SKIP LOCKED)",
+				  0, NULL, NULL, NULL, SPI_OK_UPDATE);
 }
 
 /*
@@ -145,7 +152,7 @@ ik_queue_claim(int slot, int limit, int lease_ms, MemoryContext parent,
 	List	   *jobs = NIL;
 
 	SPI_connect();
-	/* planned per call: with the LIMIT known, an ordered index scan */
+	/* the attached tables as a one-time array: an ordered partial-index scan */
 	if (ik_spi_execute("WITH c AS ("
 							  "  SELECT q.id FROM imagekit.jobs q"
 							  "   WHERE q.state = 'queued' AND q.next_attempt_at <= now()"
@@ -165,7 +172,7 @@ ik_queue_claim(int slot, int limit, int lease_ms, MemoryContext parent,
 							  "   AND n.oid = r.relnamespace "
 							  "RETURNING j.id, j.generation, j.attempts, r.relowner,"
 							  "  n.nspname, r.relname, a.key_column, a.key_type,"
-							  "  a.source_column, a.target_column, j.row_key, j.source_url",
+							  "  a.source_column, a.target_column, j.row_key, j.source_url, j.tbl",
 							  3, argtypes, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "could not claim imagekit jobs");
 
@@ -192,25 +199,13 @@ ik_queue_claim(int slot, int limit, int lease_ms, MemoryContext parent,
 		job->target_column = SPI_getvalue(tup, desc, 10);
 		job->row_key = SPI_getvalue(tup, desc, 11);
 		job->source_url = SPI_getvalue(tup, desc, 12);
+		job->relid = DatumGetObjectId(SPI_getbinval(tup, desc, 13, &isnull));
 		MemoryContextSwitchTo(caller);
 		jobs = lappend(jobs, job);
 		MemoryContextSwitchTo(old);
 	}
 	SPI_finish();
 	return jobs;
-}
-
-static void
-ik_queue_exec(const char *sql, int nargs, Oid *argtypes, Datum *args,
-			  const char *nulls, int expected)
-{
-	int			rc;
-
-	SPI_connect();
-	rc = ik_spi_execute(sql, nargs, argtypes, args, nulls, false, 0);
-	if (rc != expected)
-		elog(ERROR, "imagekit queue query failed: %s", SPI_result_code_string(rc));
-	SPI_finish();
 }
 
 /*
@@ -336,8 +331,7 @@ ik_queue_store(IkQueueJob *job, int slot, const char *state, const char *url,
 	PG_TRY();
 	{
 		SetUserIdAndSecContext(job->owner, save_sec | SECURITY_RESTRICTED_OPERATION);
-		ik_storing_relid = get_relname_relid(job->relname,
-											 get_namespace_oid(job->nspname, false));
+		ik_storing_relid = job->relid;
 		SPI_connect();
 		if (ik_spi_execute(sql, 3, argtypes, args, NULL, false, 0) != SPI_OK_UPDATE)
 			elog(ERROR, "could not update %s.%s", job->nspname, job->relname);

@@ -32,6 +32,7 @@ typedef struct IkQueueJob
 	int64		id;
 	int32		generation;
 	int32		attempts;		/* failed attempts so far */
+	Oid			relid;			/* the table */
 	Oid			owner;			/* the table's owner */
 	char	   *nspname;
 	char	   *relname;
