@@ -156,14 +156,6 @@ ik_upload_request(const IkUploadOptions *opts, const char *data, size_t len,
 	return req;
 }
 
-/* Append the bytes of one character as %XX escapes. */
-static void
-ik_append_escaped(StringInfo buf, const unsigned char *c, int n)
-{
-	for (int i = 0; i < n; i++)
-		appendStringInfo(buf, "%%%02X", c[i]);
-}
-
 /*
  * Validate UTF-8 text from the wire and convert it to the server encoding,
  * always into a fresh palloc'd string.  NULL if it is not valid UTF-8 (or
@@ -180,6 +172,7 @@ ik_utf8_to_server(const char *s, size_t len)
 	const unsigned char *src = (const unsigned char *) s;
 	StringInfoData buf;
 	Oid			proc = InvalidOid;
+	int			destlen = MAX_CONVERSION_GROWTH * (int) len + 1;
 	char	   *dest = NULL;
 	size_t		pos = 0;
 
@@ -191,33 +184,31 @@ ik_utf8_to_server(const char *s, size_t len)
 	if (IsTransactionState())
 	{
 		proc = FindDefaultConversionProc(PG_UTF8, enc);
-		dest = palloc((size_t) MAX_CONVERSION_GROWTH * len + 1);
+		dest = palloc(destlen);
 	}
 	initStringInfo(&buf);
 	while (pos < len)
 	{
-		int			n = pg_utf_mblen(src + pos);
+		int			n;
 
 		if (OidIsValid(proc))
 		{
 			/* the longest convertible run, then one character escaped */
-			int			done = pg_do_encoding_conversion_buf(proc, PG_UTF8, enc,
-															 (unsigned char *) src + pos,
-															 (int) (len - pos),
-															 (unsigned char *) dest,
-															 (int) (MAX_CONVERSION_GROWTH * len + 1),
-															 true);
-
+			pos += pg_do_encoding_conversion_buf(proc, PG_UTF8, enc,
+												 (unsigned char *) src + pos,
+												 (int) (len - pos),
+												 (unsigned char *) dest,
+												 destlen, true);
 			appendStringInfoString(&buf, dest);
-			pos += done;
 			if (pos >= len)
 				break;
-			n = pg_utf_mblen(src + pos);
 		}
-		if (IS_HIGHBIT_SET(src[pos]))
-			ik_append_escaped(&buf, src + pos, n);
-		else
+		n = pg_utf_mblen(src + pos);
+		if (!IS_HIGHBIT_SET(src[pos]))
 			appendStringInfoChar(&buf, (char) src[pos]);
+		else
+			for (int i = 0; i < n; i++)
+				appendStringInfo(&buf, "%%%02X", src[pos + i]);
 		pos += n;
 	}
 	if (dest)
