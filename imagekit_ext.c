@@ -17,6 +17,7 @@
 #include "fmgr.h"
 #include "funcapi.h"
 #include "mb/pg_wchar.h"
+#include "tcop/utility.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
@@ -58,6 +59,7 @@ int			ik_workers = 1;
 int			ik_max_concurrent_uploads = 16;
 int			ik_batch_size = 64;
 int			ik_lease_timeout = 300000;
+int			ik_job_retention = 7 * 24 * 3600;
 
 /* like a boolean, plus "loopback" */
 static const struct config_enum_entry ik_private_sources_options[] = {
@@ -424,6 +426,14 @@ _PG_init(void)
 							PGC_SIGHUP,
 							GUC_UNIT_MS,
 							NULL, NULL, NULL);
+	DefineCustomIntVariable("imagekit.job_retention",
+							gettext_noop("How long finished jobs (done, fallback) are kept in imagekit.jobs."),
+							gettext_noop("The workers remove older ones; -1 keeps them for ever."),
+							&ik_job_retention,
+							7 * 24 * 3600, -1, INT_MAX,
+							PGC_SIGHUP,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("imagekit");
 	ik_redact_install(&ik_private_key);
@@ -557,6 +567,8 @@ imagekit_upload(PG_FUNCTION_ARGS)
 		IkUploadOptions opts;
 		char	   *wire_name;
 
+		/* recording the asset needs a writable transaction: ask first */
+		PreventCommandIfReadOnly("imagekit_upload()");
 		ik_upload_options(&opts);
 		/* ImageKit takes UTF-8 */
 		wire_name = pg_server_to_any(file_name, strlen(file_name), PG_UTF8);

@@ -24,6 +24,7 @@
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "catalog/namespace.h"
+#include "commands/sequence.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
 #include "executor/tuptable.h"
@@ -39,6 +40,29 @@
 #include "ik_source.h"
 
 PG_FUNCTION_INFO_V1(imagekit_enqueue_insert);
+
+/*
+ * Count "n" rows of table "relid" put in the inbox, for imagekit.status:
+ * one row appended to imagekit.job_counts (which has no index, and whose
+ * statement triggers the heap insert above bypasses).
+ */
+static void
+ik_count_inbox(Oid nspid, Datum relid, int64 n)
+{
+	Oid			counts_oid = get_relname_relid("job_counts", nspid);
+	Relation	counts;
+	Datum		values[3];
+	bool		nulls[3] = {false, false, false};
+
+	if (!OidIsValid(counts_oid))
+		elog(ERROR, "table imagekit.job_counts does not exist");
+	counts = table_open(counts_oid, RowExclusiveLock);
+	values[0] = relid;
+	values[1] = CStringGetTextDatum("inbox");
+	values[2] = Int64GetDatum(n);
+	simple_heap_insert(counts, heap_form_tuple(RelationGetDescr(counts), values, nulls));
+	table_close(counts, NoLock);
+}
 
 static int
 ik_column(Relation rel, const char *name)
@@ -71,6 +95,9 @@ imagekit_enqueue_insert(PG_FUNCTION_ARGS)
 	MemoryContext rowcxt;
 	MemoryContext oldcxt;
 	Datum		now = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
+	Datum		seq = Int64GetDatum(0);
+	int			natts;
+	Oid			nspid;
 	Datum		relid;
 	int64		queued = 0;
 
@@ -105,10 +132,15 @@ imagekit_enqueue_insert(PG_FUNCTION_ARGS)
 					 errhint("Detach the table with imagekit.detach(), or change the column back to text.")));
 	}
 
-	inbox_oid = get_relname_relid("inbox", get_namespace_oid("imagekit", false));
+	nspid = get_namespace_oid("imagekit", false);
+	inbox_oid = get_relname_relid("inbox", nspid);
 	if (!OidIsValid(inbox_oid))
 		elog(ERROR, "table imagekit.inbox does not exist");
 	inbox = table_open(inbox_oid, RowExclusiveLock);
+	/* 4 columns: version 1.1, not updated yet (no seq, no counts) */
+	natts = RelationGetDescr(inbox)->natts;
+	if (natts != 4 && natts != 5)
+		elog(ERROR, "table imagekit.inbox does not have the columns of any known version");
 
 	slot = MakeSingleTupleTableSlot(RelationGetDescr(rel), &TTSOpsMinimalTuple);
 	rowcxt = AllocSetContextCreate(CurrentMemoryContext, "imagekit enqueue",
@@ -119,8 +151,8 @@ imagekit_enqueue_insert(PG_FUNCTION_ARGS)
 		bool		isnull;
 		Datum		src;
 		Datum		key;
-		Datum		values[4];
-		bool		nulls[4] = {false, false, false, false};
+		Datum		values[5];
+		bool		nulls[5] = {false, false, false, false, false};
 		HeapTuple	tuple;
 
 		(void) slot_getattr(slot, tgtno, &isnull);
@@ -136,11 +168,25 @@ imagekit_enqueue_insert(PG_FUNCTION_ARGS)
 		if (VARSIZE_ANY_EXHDR(DatumGetPointer(src)) > IK_SOURCE_MAX_URL_LEN)
 			continue;			/* not a URL anyone serves; left alone */
 
+		if (queued == 0 && natts == 5)
+		{
+			/*
+			 * One number orders this statement's rows after every earlier
+			 * queuing of the same keys (a statement has each key once).
+			 */
+			Oid			seqid = get_relname_relid("row_seq", nspid);
+
+			if (!OidIsValid(seqid))
+				elog(ERROR, "sequence imagekit.row_seq does not exist");
+			seq = Int64GetDatum(nextval_internal(seqid, false));
+		}
+
 		oldcxt = MemoryContextSwitchTo(rowcxt);
 		values[0] = relid;
 		values[1] = CStringGetTextDatum(OidOutputFunctionCall(keyout, key));
 		values[2] = src;		/* text or varchar, binary-compatible */
 		values[3] = now;
+		values[4] = seq;
 		tuple = heap_form_tuple(RelationGetDescr(inbox), values, nulls);
 		simple_heap_insert(inbox, tuple);
 		MemoryContextSwitchTo(oldcxt);
@@ -152,6 +198,8 @@ imagekit_enqueue_insert(PG_FUNCTION_ARGS)
 	MemoryContextDelete(rowcxt);
 	table_close(inbox, NoLock);
 
+	if (queued > 0 && natts == 5)
+		ik_count_inbox(nspid, relid, queued);
 	if (queued > 0)
 		ik_wake_on_commit();
 	return PointerGetDatum(NULL);

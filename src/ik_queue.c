@@ -1,26 +1,41 @@
 /*-------------------------------------------------------------------------
  *
  * ik_queue.c
- *	  The job queue: SQL that claims and completes jobs in imagekit.jobs.
+ *	  The job queue: the worker's calls of the queue's SQL functions
+ *	  (imagekit.claim(), imagekit.record(), ...; sql/imagekit_ext--1.1--1.2.sql),
+ *	  and storing results in the attached tables.
  *
  * The INSERT triggers write to imagekit.inbox, the cheapest possible queue;
  * before claiming, a worker moves the inbox into imagekit.jobs, one job per
- * (table, row key).
+ * (table, row key).  The statements live once, as SQL functions of the
+ * extension, which the isolation specs run as they are.
  *
  * A job is claimed with FOR UPDATE SKIP LOCKED and marked in_flight with a
- * lease and the worker's slot, in one short transaction; several workers
- * therefore never claim the same job.  A lease that expires (its worker
- * died) sends the job back to the queue, and a restarted worker releases at
- * once the jobs its slot held before.
+ * lease, the worker's slot and its lease token (the worker's start time),
+ * in one short transaction; several workers therefore never claim the same
+ * job.  The claim counts the attempt, so that a job whose processing kills
+ * its worker falls back after imagekit.max_retries deaths.  A job whose
+ * lease expired, or whose token no running worker has (its worker died,
+ * the server restarted, the row came from a dump), goes back to the queue.
  *
  * Completion checks that the job is still this worker's: same generation
- * (the trigger bumps it when the row's source URL changes), in flight, and
- * claimed by this slot (not re-claimed after our lease expired).  A stale
- * result is not written; the job goes back to the queue.  The table row is
- * updated only where its source URL is still the one downloaded; if the row
- * is gone the job ends quietly.  The row update runs as the table's owner,
- * in a subtransaction with the job's update, so that a table that changed
- * under us fails one job, not the worker.
+ * (the triggers bump it when the row's source URL changes), in flight, and
+ * held by this token.  A stale result is not written; the job goes back to
+ * the queue.  The row is updated as the table's owner, only where its
+ * source URL is still the one downloaded; when that updates nothing, the
+ * row is looked up (as the worker) to tell a deleted row (the job ends)
+ * from a changed one (stale) and from one the owner may not update
+ * (row-level security, a trigger: fallback with the reason).
+ *
+ * Storing runs the table's triggers, that is, code of the table's owner.
+ * It runs in a subtransaction, as the owner, in a security-restricted
+ * operation, with deferred constraints fired at once (a deferred trigger
+ * may not outlive a security-restricted operation) and every setting the
+ * owner's code changes undone afterwards (as PostgreSQL does around index
+ * builds), so that an error fails the job, never the worker, and nothing
+ * the owner's code sets reaches other owners' jobs.  No lock is waited on
+ * for long: a row locked by an application keeps its result in the job
+ * (pending_state) to be stored later without another upload.
  *
  *-------------------------------------------------------------------------
  */
@@ -32,148 +47,171 @@
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/resowner.h"
 
 #include "ik_assets.h"
 #include "ik_queue.h"
+#include "ik_shmem.h"
 #include "ik_spi.h"
 #include "ik_settings.h"
 
+/* how long recording a result may wait for a lock held by someone else */
+#define IK_STORE_LOCK_TIMEOUT "50ms"
+/* when a result kept because its row was locked is tried again */
+#define IK_PARK_DELAY_MS 1000
+
 /*
- * Is the extension (at a version with a queue) installed here?  The lock
- * taken on imagekit.jobs lasts until the end of the caller's transaction,
- * so that a concurrent DROP EXTENSION waits for it rather than pulling the
- * tables away from under its queries.
+ * Is the extension installed here, at a version this library drives?  The
+ * lock taken on imagekit.jobs lasts until the end of the caller's
+ * transaction, so that a concurrent DROP EXTENSION waits for it rather than
+ * pulling the tables away from under its queries.
  */
 bool
 ik_queue_installed(void)
 {
-	return OidIsValid(RangeVarGetRelid(makeRangeVar("imagekit", "jobs", -1),
-									   AccessShareLock, true));
+	static bool warned = false;
+
+	if (!OidIsValid(RangeVarGetRelid(makeRangeVar("imagekit", "jobs", -1),
+									 AccessShareLock, true)))
+		return false;
+	if (OidIsValid(RangeVarGetRelid(makeRangeVar("imagekit", "row_seq", -1),
+									NoLock, true)))
+		return true;
+	if (!warned)
+		ereport(WARNING,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("imagekit: extension imagekit_ext needs an update before the worker can drain its queue"),
+				 errhint("Run ALTER EXTENSION imagekit_ext UPDATE.")));
+	warned = true;
+	return false;
 }
 
-/* Run one statement of the queue; ERROR unless it returns "expected". */
+/* Run one call of the queue's functions; ERROR unless it returns rows. */
 static void
-ik_queue_exec(const char *sql, int nargs, Oid *argtypes, Datum *args,
-			  const char *nulls, int expected)
+ik_queue_call(const char *sql, int nargs, Oid *argtypes, Datum *args,
+			  const char *nulls)
 {
 	int			rc;
 
 	SPI_connect();
 	rc = ik_spi_execute(sql, nargs, argtypes, args, nulls, false, 0);
-	if (rc != expected)
-		elog(ERROR, "imagekit queue query failed: %s", SPI_result_code_string(rc));
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "imagekit queue call failed: %s", SPI_result_code_string(rc));
 	SPI_finish();
 }
 
-/* A restarted worker gives back what its slot held before. */
-void
-ik_queue_release_worker(int slot)
+/* The same, for a function that returns one boolean or integer. */
+static Datum
+ik_queue_call_value(const char *sql, int nargs, Oid *argtypes, Datum *args,
+					const char *nulls, bool *isnull)
 {
-	Oid			argtypes[1] = {INT4OID};
-	Datum		args[1] = {Int32GetDatum(slot)};
+	Datum		d;
 
-	ik_queue_exec("UPDATE imagekit.jobs SET state = 'queued', "
-				  "lease_expires_at = NULL, worker = NULL, updated_at = now() "
-				  "WHERE state = 'in_flight' AND worker = $1",
-				  1, argtypes, args, NULL, SPI_OK_UPDATE);
+	SPI_connect();
+	if (ik_spi_execute(sql, nargs, argtypes, args, nulls, false, 0) != SPI_OK_SELECT ||
+		SPI_processed != 1)
+		elog(ERROR, "imagekit queue call failed: %s", sql);
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, isnull);
+	SPI_finish();
+	return d;
+}
+
+/*
+ * In-flight jobs whose lease expired or whose worker is gone (a token no
+ * running worker has) go back to the queue.  A worker that still holds one
+ * in memory then finds it is no longer its own when it completes it.
+ */
+void
+ik_queue_requeue_lost(void)
+{
+	int64		tokens[IK_MAX_WORKERS];
+	Datum		elems[IK_MAX_WORKERS];
+	int			n = ik_shmem_live_tokens(tokens);
+	Oid			argtypes[1] = {INT8ARRAYOID};
+	Datum		args[1];
+
+	for (int i = 0; i < n; i++)
+		elems[i] = Int64GetDatum(tokens[i]);
+	args[0] = PointerGetDatum(construct_array(elems, n, INT8OID, sizeof(int64),
+											  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	ik_queue_call("SELECT imagekit.requeue_lost($1)", 1, argtypes, args, NULL);
 }
 
 /*
  * Move what the INSERT triggers queued in imagekit.inbox into imagekit.jobs,
- * up to "limit" rows; returns how many were moved.  Rows of tables that are
- * no longer attached are dropped.  An inbox row replaces an existing job only
- * if it is newer (a row deleted and inserted again); a job the UPDATE trigger
- * made since (the source changed, even in the same transaction) is kept.
+ * up to "limit" rows; returns how many were taken from the inbox.
  */
 int
 ik_queue_absorb_inbox(int limit)
 {
 	Oid			argtypes[1] = {INT4OID};
 	Datum		args[1] = {Int32GetDatum(limit)};
-	int			moved;
+	bool		isnull;
 
-	SPI_connect();
-	if (ik_spi_execute("WITH moved AS ("
-					   "  DELETE FROM imagekit.inbox WHERE ctid = ANY (ARRAY("
-					   "    SELECT ctid FROM imagekit.inbox LIMIT $1 FOR UPDATE SKIP LOCKED))"
-					   "  RETURNING tbl, row_key, source_url, queued_at) "
-					   "INSERT INTO imagekit.jobs AS j (tbl, row_key, source_url, updated_at) "
-					   "SELECT DISTINCT ON (m.tbl, m.row_key) m.tbl, m.row_key, m.source_url, m.queued_at"
-					   "  FROM moved m"
-					   " WHERE EXISTS (SELECT FROM imagekit.attachments a WHERE a.tbl = m.tbl)"
-					   " ORDER BY m.tbl, m.row_key, m.queued_at DESC "
-					   "ON CONFLICT (tbl, row_key) DO UPDATE"
-					   "   SET source_url = EXCLUDED.source_url,"
-					   "       state = CASE WHEN j.state = 'in_flight' THEN 'in_flight' ELSE 'queued' END,"
-					   "       generation = j.generation + 1, attempts = 0,"
-					   "       next_attempt_at = now(), last_error = NULL,"
-					   "       last_http_status = NULL, updated_at = EXCLUDED.updated_at"
-					   "   WHERE j.updated_at < EXCLUDED.updated_at",
-					   1, argtypes, args, NULL, false, 0) != SPI_OK_INSERT)
-		elog(ERROR, "could not move the imagekit inbox into the queue");
-	moved = (int) SPI_processed;
-	SPI_finish();
-	return moved;
+	return DatumGetInt32(ik_queue_call_value("SELECT imagekit.absorb_inbox($1)",
+											 1, argtypes, args, NULL, &isnull));
 }
 
 /*
- * Jobs whose lease expired (their worker died, or is far too slow) go back
- * to the queue.  A worker that still holds one in memory then finds it is
- * no longer its own when it completes it.
+ * Queue the next "limit" existing rows of a table whose backfill is
+ * pending; returns how many were queued, -1 when no backfill is pending.
+ */
+int64
+ik_queue_backfill_step(int limit)
+{
+	Oid			argtypes[1] = {INT4OID};
+	Datum		args[1] = {Int32GetDatum(limit)};
+	bool		isnull;
+	Datum		d = ik_queue_call_value("SELECT imagekit.backfill_step($1)",
+										1, argtypes, args, NULL, &isnull);
+
+	return isnull ? -1 : DatumGetInt64(d);
+}
+
+/*
+ * Housekeeping, every few seconds: fold the job counts of imagekit.status
+ * together, and remove finished jobs older than imagekit.job_retention (in
+ * seconds; -1: never), at most "limit" of them.
  */
 void
-ik_queue_requeue_expired(void)
+ik_queue_housekeeping(int retention_s, int limit)
 {
-	ik_queue_exec("UPDATE imagekit.jobs SET state = 'queued', next_attempt_at = now(),"
-				  " lease_expires_at = NULL, worker = NULL, updated_at = now() "
-				  "WHERE id IN (SELECT id FROM imagekit.jobs"
-				  "  WHERE state = 'in_flight' AND lease_expires_at < now()"
-				  "  FOR UPDATE SKIP LOCKED)",
-				  0, NULL, NULL, NULL, SPI_OK_UPDATE);
+	ik_queue_call("SELECT imagekit.compact_counts()", 0, NULL, NULL, NULL);
+	if (retention_s >= 0)
+	{
+		Oid			argtypes[2] = {INT4OID, INT4OID};
+		Datum		args[2] = {Int32GetDatum(retention_s), Int32GetDatum(limit)};
+
+		ik_queue_call("SELECT imagekit.remove_finished($1 * interval '1 second', $2)",
+					  2, argtypes, args, NULL);
+	}
 }
 
 /*
- * Claim up to "limit" due jobs, oldest due first, through the partial index
- * on queued jobs, so that a claim costs the same whatever the backlog.  Each job is allocated with job_size bytes
- * (a caller's struct that starts with an IkQueueJob) in a memory context of
- * its own under "parent"; the list is in CurrentMemoryContext.
+ * Claim up to "limit" due jobs for worker "slot" with lease token "token".
+ * Each job is allocated with job_size bytes (a caller's struct that starts
+ * with an IkQueueJob) in a memory context of its own under "parent"; the
+ * list is in CurrentMemoryContext.
  */
 List *
-ik_queue_claim(int slot, int limit, int lease_ms, MemoryContext parent,
-			   Size job_size)
+ik_queue_claim(int slot, int64 token, int limit, int lease_ms,
+			   MemoryContext parent, Size job_size)
 {
 	MemoryContext caller = CurrentMemoryContext;
-	Oid			argtypes[3] = {INT4OID, INT4OID, INT4OID};
-	Datum		args[3] = {Int32GetDatum(limit), Int32GetDatum(slot),
-	Int32GetDatum(lease_ms)};
+	Oid			argtypes[4] = {INT4OID, INT8OID, INT4OID, INT4OID};
+	Datum		args[4] = {Int32GetDatum(slot), Int64GetDatum(token),
+	Int32GetDatum(limit), Int32GetDatum(lease_ms)};
 	List	   *jobs = NIL;
 
 	SPI_connect();
-	/* the attached tables as a one-time array: an ordered partial-index scan */
-	if (ik_spi_execute("WITH c AS ("
-							  "  SELECT q.id FROM imagekit.jobs q"
-							  "   WHERE q.state = 'queued' AND q.next_attempt_at <= now()"
-							  "     AND q.tbl = ANY (ARRAY(SELECT a.tbl FROM imagekit.attachments a"
-							  "                             WHERE EXISTS (SELECT FROM pg_catalog.pg_class r"
-							  "                                            WHERE r.oid = a.tbl)))"
-							  "   ORDER BY q.next_attempt_at"
-							  "   LIMIT $1"
-							  "   FOR UPDATE OF q SKIP LOCKED) "
-							  "UPDATE imagekit.jobs j"
-							  "   SET state = 'in_flight', worker = $2,"
-							  "       lease_expires_at = now() + $3 * interval '1 millisecond',"
-							  "       updated_at = now()"
-							  "  FROM c, imagekit.attachments a, pg_catalog.pg_class r,"
-							  "       pg_catalog.pg_namespace n"
-							  " WHERE j.id = c.id AND a.tbl = j.tbl AND r.oid = j.tbl"
-							  "   AND n.oid = r.relnamespace "
-							  "RETURNING j.id, j.generation, j.attempts, r.relowner,"
-							  "  n.nspname, r.relname, a.key_column, a.key_type,"
-							  "  a.source_column, a.target_column, j.row_key, j.source_url, j.tbl",
-							  3, argtypes, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
+	if (ik_spi_execute("SELECT * FROM imagekit.claim($1, $2, $3,"
+					   " $4 * interval '1 millisecond')",
+					   4, argtypes, args, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not claim imagekit jobs");
 
 	for (uint64 i = 0; i < SPI_processed; i++)
@@ -185,21 +223,35 @@ ik_queue_claim(int slot, int limit, int lease_ms, MemoryContext parent,
 		MemoryContext old = MemoryContextSwitchTo(jcxt);
 		IkQueueJob *job = palloc0(job_size);
 		bool		isnull;
+		char	   *pending;
 
 		job->mcxt = jcxt;
 		job->id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
 		job->generation = DatumGetInt32(SPI_getbinval(tup, desc, 2, &isnull));
 		job->attempts = DatumGetInt32(SPI_getbinval(tup, desc, 3, &isnull));
-		job->owner = DatumGetObjectId(SPI_getbinval(tup, desc, 4, &isnull));
-		job->nspname = SPI_getvalue(tup, desc, 5);
-		job->relname = SPI_getvalue(tup, desc, 6);
-		job->key_column = SPI_getvalue(tup, desc, 7);
+		job->relid = DatumGetObjectId(SPI_getbinval(tup, desc, 4, &isnull));
+		job->owner = DatumGetObjectId(SPI_getbinval(tup, desc, 5, &isnull));
+		job->nspname = SPI_getvalue(tup, desc, 6);
+		job->relname = SPI_getvalue(tup, desc, 7);
 		job->key_type = SPI_getvalue(tup, desc, 8);
-		job->source_column = SPI_getvalue(tup, desc, 9);
-		job->target_column = SPI_getvalue(tup, desc, 10);
-		job->row_key = SPI_getvalue(tup, desc, 11);
-		job->source_url = SPI_getvalue(tup, desc, 12);
-		job->relid = DatumGetObjectId(SPI_getbinval(tup, desc, 13, &isnull));
+		job->key_attnum = DatumGetInt16(SPI_getbinval(tup, desc, 9, &isnull));
+		job->source_attnum = DatumGetInt16(SPI_getbinval(tup, desc, 10, &isnull));
+		job->target_attnum = DatumGetInt16(SPI_getbinval(tup, desc, 11, &isnull));
+		job->row_key = SPI_getvalue(tup, desc, 12);
+		job->source_url = SPI_getvalue(tup, desc, 13);
+		pending = SPI_getvalue(tup, desc, 14);
+		if (pending != NULL)
+		{
+			/* a result kept while its row was locked: store it now */
+			job->pending = true;
+			job->no_attempt = true;
+			job->result = strcmp(pending, "done") == 0 ? IK_JOB_DONE : IK_JOB_FALLBACK;
+			job->url = SPI_getvalue(tup, desc, 15);
+			job->error = SPI_getvalue(tup, desc, 16);
+			job->http_status = DatumGetInt32(SPI_getbinval(tup, desc, 17, &isnull));
+			if (isnull)
+				job->http_status = 0;
+		}
 		MemoryContextSwitchTo(caller);
 		jobs = lappend(jobs, job);
 		MemoryContextSwitchTo(old);
@@ -209,72 +261,62 @@ ik_queue_claim(int slot, int limit, int lease_ms, MemoryContext parent,
 }
 
 /*
- * Set the job's state and outcome, if it is still this worker's: the same
- * generation (not re-pointed), in flight, and claimed by this slot (not
- * re-claimed by another worker after our lease expired).
+ * imagekit.record(): set the job's state and outcome if it is still this
+ * worker's.  "attempts_delta" corrects the count the claim made; "pending"
+ * (done or fallback) keeps the result in the job, to be stored later.
  */
 static bool
-ik_queue_update_job(IkQueueJob *job, int slot, const char *state,
-					bool counts_attempt)
+ik_queue_record(IkQueueJob *job, int64 token, const char *state,
+				int attempts_delta, long delay_ms, const char *url,
+				const char *pending)
 {
-	Oid			argtypes[10] = {INT8OID, INT4OID, TEXTOID, INT4OID, INT8OID,
-	TEXTOID, INT4OID, TEXTOID, TEXTOID, INT4OID};
-	Datum		args[10];
-	char		nulls[10];
-	bool		updated;
+	Oid			argtypes[11] = {INT8OID, INT4OID, INT8OID, TEXTOID, INT4OID,
+	INT8OID, TEXTOID, INT4OID, TEXTOID, TEXTOID, TEXTOID};
+	Datum		args[11];
+	char		nulls[11];
+	bool		isnull;
 
 	memset(nulls, ' ', sizeof(nulls));
 	args[0] = Int64GetDatum(job->id);
 	args[1] = Int32GetDatum(job->generation);
-	args[2] = CStringGetTextDatum(state);
-	args[3] = Int32GetDatum(counts_attempt ? 1 : 0);
-	args[4] = Int64GetDatum(job->result == IK_JOB_DONE ||
-							job->result == IK_JOB_FALLBACK ? 0 : job->retry_delay_ms);
+	args[2] = Int64GetDatum(token);
+	args[3] = CStringGetTextDatum(state);
+	args[4] = Int32GetDatum(attempts_delta);
+	args[5] = Int64GetDatum(delay_ms);
 	if (job->error)
-		args[5] = CStringGetTextDatum(job->error);
+		args[6] = CStringGetTextDatum(job->error);
 	else
-		nulls[5] = 'n';
-	args[6] = Int32GetDatum(job->http_status);
-	if (job->http_status == 0)
 		nulls[6] = 'n';
-	if (job->hash[0] != '\0')
-		args[7] = CStringGetTextDatum(job->hash);
-	else
+	args[7] = Int32GetDatum(job->http_status);
+	if (job->http_status == 0)
 		nulls[7] = 'n';
-	if (job->url && job->result != IK_JOB_RETRY && job->result != IK_JOB_HOLD)
-		args[8] = CStringGetTextDatum(job->url);
+	if (job->hash[0] != '\0')
+		args[8] = CStringGetTextDatum(job->hash);
 	else
 		nulls[8] = 'n';
-	args[9] = Int32GetDatum(slot);
+	if (url)
+		args[9] = CStringGetTextDatum(url);
+	else
+		nulls[9] = 'n';
+	if (pending)
+		args[10] = CStringGetTextDatum(pending);
+	else
+		nulls[10] = 'n';
 
-	SPI_connect();
-	if (ik_spi_execute("UPDATE imagekit.jobs SET state = $3,"
-							  " attempts = attempts + $4,"
-							  " next_attempt_at = now() + $5 * interval '1 millisecond',"
-							  " lease_expires_at = NULL, worker = NULL,"
-							  " last_error = $6, last_http_status = $7,"
-							  " content_hash = coalesce($8, content_hash),"
-							  " result_url = $9, updated_at = now() "
-							  "WHERE id = $1 AND generation = $2"
-							  " AND state = 'in_flight' AND worker = $10",
-							  10, argtypes, args, nulls, false, 0) != SPI_OK_UPDATE)
-		elog(ERROR, "could not update imagekit job " INT64_FORMAT, job->id);
-	updated = SPI_processed > 0;
-	SPI_finish();
-	return updated;
+	return DatumGetBool(ik_queue_call_value("SELECT imagekit.record($1, $2, $3, $4, $5,"
+											" $6 * interval '1 millisecond',"
+											" $7, $8, $9, $10, $11)",
+											11, argtypes, args, nulls, &isnull));
 }
 
 /* A stale result: put the job back in the queue if this worker holds it. */
 static void
-ik_queue_requeue_if_mine(IkQueueJob *job, int slot)
+ik_queue_requeue_if_held(IkQueueJob *job, int64 token)
 {
-	Oid			argtypes[2] = {INT8OID, INT4OID};
-	Datum		args[2] = {Int64GetDatum(job->id), Int32GetDatum(slot)};
+	Oid			argtypes[2] = {INT8OID, INT8OID};
+	Datum		args[2] = {Int64GetDatum(job->id), Int64GetDatum(token)};
 
-	ik_queue_exec("UPDATE imagekit.jobs SET state = 'queued', next_attempt_at = now(),"
-				  " lease_expires_at = NULL, worker = NULL, updated_at = now() "
-				  "WHERE id = $1 AND state = 'in_flight' AND worker = $2",
-				  2, argtypes, args, NULL, SPI_OK_UPDATE);
+	ik_queue_call("SELECT imagekit.requeue_if_held($1, $2)", 2, argtypes, args, NULL);
 }
 
 /* the table this worker is storing a result in, for the UPDATE trigger */
@@ -292,20 +334,95 @@ ik_queue_storing_in(Oid relid)
 
 typedef enum IkStoreResult
 {
-	IK_STORE_OK,				/* row updated (or gone), job recorded */
+	IK_STORE_OK,				/* row updated, job recorded */
+	IK_STORE_GONE,				/* the row was deleted: nothing done */
 	IK_STORE_STALE,				/* the job is no longer ours: nothing done */
-	IK_STORE_FAILED				/* the row update failed: see *error */
+	IK_STORE_BLOCKED,			/* a lock was held: nothing done */
+	IK_STORE_FAILED				/* the row could not be updated: see *error */
 } IkStoreResult;
+
+/*
+ * The table's and the column's names as they are now (renames since the
+ * claim are followed; dropping an attached column is refused).
+ */
+static const char *
+ik_queue_table_name(IkQueueJob *job)
+{
+	char	   *relname = get_rel_name(job->relid);
+
+	if (relname == NULL)
+		elog(ERROR, "table %u of imagekit job " INT64_FORMAT " is gone",
+			 job->relid, job->id);
+	return quote_qualified_identifier(get_namespace_name(get_rel_namespace(job->relid)),
+									  relname);
+}
+
+static const char *
+ik_queue_column_name(IkQueueJob *job, AttrNumber attnum)
+{
+	char	   *name = get_attname(job->relid, attnum, true);
+
+	if (name == NULL)
+		elog(ERROR, "column %d of table %u of imagekit job " INT64_FORMAT " is gone",
+			 attnum, job->relid, job->id);
+	return quote_identifier(name);
+}
+
+/*
+ * The job's row was not updated: look it up, as the worker (which sees
+ * every row), to say why.
+ */
+static IkStoreResult
+ik_queue_look_up_row(IkQueueJob *job, char **error)
+{
+	char	   *sql;
+	Oid			argtypes[2] = {TEXTOID, TEXTOID};
+	Datum		args[2];
+	IkStoreResult result;
+
+	sql = psprintf("SELECT %s = $2 FROM %s WHERE %s = $1::%s",
+				   ik_queue_column_name(job, job->source_attnum),
+				   ik_queue_table_name(job),
+				   ik_queue_column_name(job, job->key_attnum), job->key_type);
+	args[0] = CStringGetTextDatum(job->row_key);
+	args[1] = CStringGetTextDatum(job->source_url);
+
+	SPI_connect();
+	if (SPI_execute_with_args(sql, 2, argtypes, args, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not look up a row of %s.%s", job->nspname, job->relname);
+	if (SPI_processed == 0)
+		result = IK_STORE_GONE;
+	else
+	{
+		bool		isnull;
+		bool		same = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
+													  SPI_tuptable->tupdesc, 1,
+													  &isnull));
+
+		if (isnull || !same)
+			result = IK_STORE_STALE;	/* the source changed meanwhile */
+		else
+		{
+			result = IK_STORE_FAILED;
+			*error = psprintf("could not store the URL in %s.%s: the row was not updated, "
+							  "because the table's owner cannot see it (row-level security) "
+							  "or a trigger of the table skipped the update",
+							  job->nspname, job->relname);
+		}
+	}
+	SPI_finish();
+	return result;
+}
 
 /*
  * Store "url" in the job's row and record the job as "state", together or
  * not at all, in a subtransaction.  The row is updated first, as the
- * table's owner, and only where its source URL is still the one we
- * downloaded; *stored says how many rows that was.
+ * table's owner in a security-restricted operation, and only where its
+ * source URL is still the one we downloaded.
  */
 static IkStoreResult
-ik_queue_store(IkQueueJob *job, int slot, const char *state, const char *url,
-			   int *stored, char **error)
+ik_queue_store(IkQueueJob *job, int64 token, const char *state,
+			   int attempts_delta, const char *url, char **error)
 {
 	MemoryContext mcxt = CurrentMemoryContext;
 	ResourceOwner owner = CurrentResourceOwner;
@@ -316,11 +433,11 @@ ik_queue_store(IkQueueJob *job, int slot, const char *state, const char *url,
 	Oid			argtypes[3] = {TEXTOID, TEXTOID, TEXTOID};
 	Datum		args[3];
 
-	sql = psprintf("UPDATE %s.%s SET %s = $1 WHERE %s = $2::%s AND %s = $3",
-				   quote_identifier(job->nspname), quote_identifier(job->relname),
-				   quote_identifier(job->target_column),
-				   quote_identifier(job->key_column), job->key_type,
-				   quote_identifier(job->source_column));
+	sql = psprintf("UPDATE %s SET %s = $1 WHERE %s = $2::%s AND %s = $3",
+				   ik_queue_table_name(job),
+				   ik_queue_column_name(job, job->target_attnum),
+				   ik_queue_column_name(job, job->key_attnum), job->key_type,
+				   ik_queue_column_name(job, job->source_attnum));
 	args[0] = CStringGetTextDatum(url);
 	args[1] = CStringGetTextDatum(job->row_key);
 	args[2] = CStringGetTextDatum(job->source_url);
@@ -330,24 +447,35 @@ ik_queue_store(IkQueueJob *job, int slot, const char *state, const char *url,
 	MemoryContextSwitchTo(mcxt);
 	PG_TRY();
 	{
+		int			nestlevel;
+		int			stored;
+
+		/* nothing the owner's code sets outlives this step */
+		nestlevel = NewGUCNestLevel();
 		SetUserIdAndSecContext(job->owner, save_sec | SECURITY_RESTRICTED_OPERATION);
 		ik_storing_relid = job->relid;
 		SPI_connect();
-		if (ik_spi_execute(sql, 3, argtypes, args, NULL, false, 0) != SPI_OK_UPDATE)
+		/* deferred constraint triggers fire now, as the owner */
+		if (ik_spi_execute("SET CONSTRAINTS ALL IMMEDIATE", 0, NULL, NULL, NULL,
+						   false, 0) != SPI_OK_UTILITY ||
+			ik_spi_execute(sql, 3, argtypes, args, NULL, false, 0) != SPI_OK_UPDATE)
 			elog(ERROR, "could not update %s.%s", job->nspname, job->relname);
-		*stored = (int) SPI_processed;
+		stored = (int) SPI_processed;
 		SPI_finish();
 		ik_storing_relid = InvalidOid;
 		SetUserIdAndSecContext(save_userid, save_sec);
+		AtEOXact_GUC(false, nestlevel);
 
-		if (ik_queue_update_job(job, slot, state, job->result != IK_JOB_DONE))
+		if (stored == 0)
+			result = ik_queue_look_up_row(job, error);
+		if (result == IK_STORE_OK &&
+			!ik_queue_record(job, token, state, attempts_delta, 0, url, NULL))
+			result = IK_STORE_STALE;	/* re-pointed or re-claimed meanwhile */
+
+		if (result == IK_STORE_OK)
 			ReleaseCurrentSubTransaction();
 		else
-		{
-			/* re-pointed or re-claimed meanwhile: undo the row update */
-			result = IK_STORE_STALE;
 			RollbackAndReleaseCurrentSubTransaction();
-		}
 		MemoryContextSwitchTo(mcxt);
 		CurrentResourceOwner = owner;
 	}
@@ -360,29 +488,30 @@ ik_queue_store(IkQueueJob *job, int slot, const char *state, const char *url,
 		MemoryContextSwitchTo(mcxt);
 		edata = CopyErrorData();
 		FlushErrorState();
+		/* also undoes the settings of this step */
 		RollbackAndReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(mcxt);
 		CurrentResourceOwner = owner;
-		*error = psprintf("could not store the URL in %s.%s: %s",
-						  job->nspname, job->relname, edata->message);
+		if (edata->sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE)
+			result = IK_STORE_BLOCKED;
+		else
+		{
+			*error = psprintf("could not store the URL in %s.%s: %s",
+							  job->nspname, job->relname, edata->message);
+			result = IK_STORE_FAILED;
+		}
 		FreeErrorData(edata);
-		result = IK_STORE_FAILED;
 	}
 	PG_END_TRY();
 	return result;
 }
 
-/*
- * Record the outcome of a job; the caller runs one transaction per job.
- * Locks are taken in the order an application takes them (the table row by
- * its UPDATE, then the job row by the enqueue trigger), so the two never
- * deadlock.
- */
-void
-ik_queue_finish(IkQueueJob *job, int slot)
+/* Record the outcome of a job, in the caller's transaction. */
+static IkFinishOutcome
+ik_queue_finish_job(IkQueueJob *job, int64 token)
 {
 	const char *state;
-	int			stored = 0;
+	const char *url;
 	char	   *error = NULL;
 
 	if (job->uploaded)
@@ -390,25 +519,55 @@ ik_queue_finish(IkQueueJob *job, int slot)
 
 	if (job->result == IK_JOB_RETRY || job->result == IK_JOB_HOLD)
 	{
-		if (!ik_queue_update_job(job, slot, "queued",
-								 job->result == IK_JOB_RETRY))
-			ik_queue_requeue_if_mine(job, slot);
-		return;
+		/* a held job's attempt does not count */
+		if (!ik_queue_record(job, token, "queued",
+							 job->result == IK_JOB_HOLD ? -1 : 0,
+							 job->retry_delay_ms, NULL, NULL))
+			ik_queue_requeue_if_held(job, token);
+		return IK_FINISH_RECORDED;
 	}
 
 	if (job->result == IK_JOB_FALLBACK)
 	{
 		state = "fallback";
-		job->url = job->source_url;
+		url = job->source_url;
 	}
 	else
-		state = "done";
-
-	switch (ik_queue_store(job, slot, state, job->url, &stored, &error))
 	{
-		case IK_STORE_STALE:
-			ik_queue_requeue_if_mine(job, slot);
+		state = "done";
+		url = job->url;
+	}
+
+	/* attempts counts failures: a success, or a claim to store, is none */
+	switch (ik_queue_store(job, token, state,
+						   job->result == IK_JOB_FALLBACK && !job->no_attempt ? 0 : -1,
+						   url, &error))
+	{
+		case IK_STORE_OK:
 			break;
+		case IK_STORE_GONE:
+			{
+				/* the row was deleted: the job ends quietly */
+				Oid			argtypes[3] = {INT8OID, INT4OID, INT8OID};
+				Datum		args[3] = {Int64GetDatum(job->id),
+				Int32GetDatum(job->generation), Int64GetDatum(token)};
+				bool		isnull;
+
+				/* (unless the key was queued again meanwhile) */
+				if (!DatumGetBool(ik_queue_call_value("SELECT imagekit.forget_job($1, $2, $3)",
+													  3, argtypes, args, NULL, &isnull)))
+					ik_queue_requeue_if_held(job, token);
+				break;
+			}
+		case IK_STORE_STALE:
+			ik_queue_requeue_if_held(job, token);
+			break;
+		case IK_STORE_BLOCKED:
+			/* keep the result in the job; stored when the lock is gone */
+			if (!ik_queue_record(job, token, "queued", -1, IK_PARK_DELAY_MS,
+								 url, state))
+				ik_queue_requeue_if_held(job, token);
+			return IK_FINISH_PARKED;
 		case IK_STORE_FAILED:
 			ereport(WARNING,
 					(errmsg("imagekit: could not store the URL for %s.%s row %s",
@@ -418,46 +577,71 @@ ik_queue_finish(IkQueueJob *job, int slot)
 			/* the message must outlive this transaction */
 			job->error = MemoryContextStrdup(job->mcxt, error);
 			job->url = NULL;
-			if (!ik_queue_update_job(job, slot, "fallback", true))
-				ik_queue_requeue_if_mine(job, slot);
-			break;
-		case IK_STORE_OK:
-			if (stored == 0)
-			{
-				/* the row was deleted: the job ends quietly */
-				Oid			argtypes[1] = {INT8OID};
-				Datum		args[1] = {Int64GetDatum(job->id)};
-
-				ik_queue_exec("DELETE FROM imagekit.jobs WHERE id = $1",
-							  1, argtypes, args, NULL, SPI_OK_DELETE);
-			}
+			if (!ik_queue_record(job, token, "fallback", 0, 0, NULL, NULL))
+				ik_queue_requeue_if_held(job, token);
 			break;
 	}
+	return IK_FINISH_RECORDED;
 }
 
 /*
- * Milliseconds until the next queued job is due; -1: none.  (Expired
- * leases are found by the periodic ik_queue_requeue_expired().)
+ * Record the outcome of a job; the caller runs one transaction per job.
+ * Locks are taken in the order an application takes them (the table row by
+ * its UPDATE, then the job row by the enqueue trigger), so the two never
+ * deadlock, and none is waited on for more than IK_STORE_LOCK_TIMEOUT.
+ * IK_FINISH_LATER: even the job could not be recorded (an application
+ * holds the job's row); the caller keeps it and tries again later.
+ */
+IkFinishOutcome
+ik_queue_finish(IkQueueJob *job, int64 token)
+{
+	MemoryContext mcxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	volatile IkFinishOutcome outcome;
+	int			nestlevel = NewGUCNestLevel();
+
+	(void) set_config_option("lock_timeout", IK_STORE_LOCK_TIMEOUT,
+							 PGC_SUSET, PGC_S_SESSION, GUC_ACTION_SAVE,
+							 true, 0, false);
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(mcxt);
+	PG_TRY();
+	{
+		outcome = ik_queue_finish_job(job, token);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(mcxt);
+		CurrentResourceOwner = owner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(mcxt);
+		edata = CopyErrorData();
+		if (edata->sqlerrcode != ERRCODE_LOCK_NOT_AVAILABLE)
+			PG_RE_THROW();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(mcxt);
+		CurrentResourceOwner = owner;
+		FreeErrorData(edata);
+		outcome = IK_FINISH_LATER;
+	}
+	PG_END_TRY();
+	AtEOXact_GUC(false, nestlevel);
+	return outcome;
+}
+
+/*
+ * Milliseconds until the next queued job is due; -1: none.  (Lost leases
+ * are found by the periodic ik_queue_requeue_lost().)
  */
 long
 ik_queue_next_due_ms(void)
 {
-	long		ms = -1;
 	bool		isnull;
-	Datum		d;
+	Datum		d = ik_queue_call_value("SELECT imagekit.next_due_ms()", 0, NULL,
+										NULL, NULL, &isnull);
 
-	SPI_connect();
-	/* NULL when nothing is queued (greatest() would turn that into 0) */
-	if (SPI_execute("SELECT ceil(extract(epoch FROM ("
-					"  (SELECT min(next_attempt_at) FROM imagekit.jobs j"
-					"    WHERE state = 'queued' AND EXISTS (SELECT FROM imagekit.attachments a"
-					"      JOIN pg_catalog.pg_class r ON r.oid = a.tbl WHERE a.tbl = j.tbl))"
-					"  - clock_timestamp())) * 1000)::bigint",
-					true, 1) != SPI_OK_SELECT)
-		elog(ERROR, "could not read the imagekit queue");
-	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-	if (!isnull)
-		ms = Max(0, (long) DatumGetInt64(d));
-	SPI_finish();
-	return ms;
+	return isnull ? -1 : Max(0, (long) DatumGetInt64(d));
 }

@@ -11,6 +11,7 @@
 #ifndef IK_QUEUE_H
 #define IK_QUEUE_H
 
+#include "access/attnum.h"
 #include "nodes/pg_list.h"
 
 #include "ik_hash.h"
@@ -24,6 +25,13 @@ typedef enum IkJobResult
 	IK_JOB_FALLBACK				/* store the source URL, keep the error */
 } IkJobResult;
 
+typedef enum IkFinishOutcome
+{
+	IK_FINISH_RECORDED,			/* recorded (or found stale, or row gone) */
+	IK_FINISH_PARKED,			/* row locked: the result waits in the job */
+	IK_FINISH_LATER				/* job row locked: keep it, try again later */
+} IkFinishOutcome;
+
 typedef struct IkQueueJob
 {
 	MemoryContext mcxt;			/* owns the job; deleting it frees all */
@@ -31,17 +39,19 @@ typedef struct IkQueueJob
 	/* as claimed */
 	int64		id;
 	int32		generation;
-	int32		attempts;		/* failed attempts so far */
+	int32		attempts;		/* failed attempts before (deaths too) */
 	Oid			relid;			/* the table */
 	Oid			owner;			/* the table's owner */
-	char	   *nspname;
+	char	   *nspname;		/* for messages: names as claimed */
 	char	   *relname;
-	char	   *key_column;
 	char	   *key_type;
-	char	   *source_column;
-	char	   *target_column;
+	AttrNumber	key_attnum;		/* the columns, as the row is stored */
+	AttrNumber	source_attnum;
+	AttrNumber	target_attnum;
 	char	   *row_key;
 	char	   *source_url;
+	bool		pending;		/* claimed with a result to store */
+	bool		no_attempt;		/* this claim is not an attempt */
 
 	/* outcome, filled by the worker */
 	IkJobResult result;
@@ -56,12 +66,13 @@ typedef struct IkQueueJob
 } IkQueueJob;
 
 extern bool ik_queue_installed(void);
-extern void ik_queue_release_worker(int slot);
-extern void ik_queue_requeue_expired(void);
+extern void ik_queue_requeue_lost(void);
 extern int	ik_queue_absorb_inbox(int limit);
-extern List *ik_queue_claim(int slot, int limit, int lease_ms,
+extern int64 ik_queue_backfill_step(int limit);
+extern void ik_queue_housekeeping(int retention_s, int limit);
+extern List *ik_queue_claim(int slot, int64 token, int limit, int lease_ms,
 							MemoryContext parent, Size job_size);
-extern void ik_queue_finish(IkQueueJob *job, int slot);
+extern IkFinishOutcome ik_queue_finish(IkQueueJob *job, int64 token);
 extern long ik_queue_next_due_ms(void);
 extern bool ik_queue_storing_in(Oid relid);
 

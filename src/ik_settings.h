@@ -39,6 +39,7 @@ extern int	ik_workers;
 extern int	ik_max_concurrent_uploads;
 extern int	ik_batch_size;
 extern int	ik_lease_timeout;
+extern int	ik_job_retention;
 
 extern void ik_upload_options(IkUploadOptions *opts);
 extern const char *ik_upload_config_problem(void);

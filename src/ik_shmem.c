@@ -30,6 +30,7 @@ typedef struct IkShared
 {
 	pg_atomic_uint32 pgprocno[IK_MAX_WORKERS];	/* INVALID_PGPROCNO: none */
 	pg_atomic_uint32 in_flight[IK_MAX_WORKERS];
+	pg_atomic_uint64 token[IK_MAX_WORKERS]; /* lease token; 0: none */
 	pg_atomic_uint64 paused_until;	/* TimestampTz */
 	pg_atomic_uint64 counters[IK_STAT_NUM_COUNTERS];
 } IkShared;
@@ -63,6 +64,7 @@ ik_shmem_startup(void)
 		{
 			pg_atomic_init_u32(&ik_shared->pgprocno[i], INVALID_PGPROCNO);
 			pg_atomic_init_u32(&ik_shared->in_flight[i], 0);
+			pg_atomic_init_u64(&ik_shared->token[i], 0);
 		}
 		pg_atomic_init_u64(&ik_shared->paused_until, 0);
 		for (int i = 0; i < IK_STAT_NUM_COUNTERS; i++)
@@ -113,15 +115,40 @@ ik_shmem_unregister_worker(int code, Datum arg)
 
 	pg_atomic_write_u32(&ik_shared->pgprocno[slot], INVALID_PGPROCNO);
 	pg_atomic_write_u32(&ik_shared->in_flight[slot], 0);
+	pg_atomic_write_u64(&ik_shared->token[slot], 0);
 }
 
-/* Called by worker "slot" once it runs, so that commits can wake it. */
+/*
+ * Called by worker "slot" once it runs, so that commits can wake it, with
+ * the lease token its claims carry.  A worker that exits clears it; after a
+ * crash, shared memory starts empty: either way, the jobs the old token
+ * held are lost leases for the other workers (ik_shmem_live_tokens).
+ */
 void
-ik_shmem_register_worker(int slot)
+ik_shmem_register_worker(int slot, int64 token)
 {
 	Assert(ik_shared != NULL && slot >= 0 && slot < IK_MAX_WORKERS);
+	pg_atomic_write_u64(&ik_shared->token[slot], (uint64) token);
 	pg_atomic_write_u32(&ik_shared->pgprocno[slot], MyProc->pgprocno);
 	before_shmem_exit(ik_shmem_unregister_worker, Int32GetDatum(slot));
+}
+
+/* The lease tokens of the running workers, into tokens[IK_MAX_WORKERS]. */
+int
+ik_shmem_live_tokens(int64 *tokens)
+{
+	int			n = 0;
+
+	if (ik_shared == NULL)
+		return 0;
+	for (int i = 0; i < IK_MAX_WORKERS; i++)
+	{
+		uint64		t = pg_atomic_read_u64(&ik_shared->token[i]);
+
+		if (t != 0)
+			tokens[n++] = (int64) t;
+	}
+	return n;
 }
 
 void

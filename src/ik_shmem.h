@@ -25,7 +25,8 @@ typedef enum IkCounter
 } IkCounter;
 
 extern void ik_shmem_init(void);
-extern void ik_shmem_register_worker(int slot);
+extern void ik_shmem_register_worker(int slot, int64 token);
+extern int	ik_shmem_live_tokens(int64 *tokens);
 extern void ik_shmem_wake_workers(void);
 extern void ik_shmem_count(IkCounter counter, uint64 n);
 extern uint64 ik_shmem_counter(IkCounter counter);

@@ -88,10 +88,12 @@ typedef struct IkJob
 	uint32		key_generation; /* of the key its upload was sent with */
 	bool		holds_lock;		/* the advisory lock on its content hash */
 	TimestampTz dedup_after;	/* in IK_PHASE_HASHED: when to look again */
+	TimestampTz record_after;	/* in IK_PHASE_FINISHED: when to record */
 	dlist_node	node;
 } IkJob;
 
 static int	ik_slot;
+static int64 ik_token;			/* the lease token of this worker's claims */
 static dlist_head ik_jobs = DLIST_STATIC_INIT(ik_jobs);
 static int	ik_njobs = 0;			/* in memory, finished ones included */
 static int	ik_nrequests = 0;		/* HTTP requests in flight */
@@ -101,9 +103,13 @@ static TimestampTz ik_next_due = 0; /* 0: nothing known to be due */
 static TimestampTz ik_leases_checked = 0;
 
 #define IK_LEASE_CHECK_MS 5000
+#define IK_RECORD_RETRY_MS 1000
 #define IK_INBOX_BATCH 10000
+#define IK_BACKFILL_BATCH 10000
+#define IK_RETENTION_BATCH 10000
 
-static bool ik_inbox_full = false;	/* the last move left rows behind */
+/* the inbox had more rows, or a backfill is under way: queue more soon */
+static bool ik_more_to_queue = false;
 
 /*
  * A 401/403 from ImageKit means that no upload can succeed with this key.
@@ -588,11 +594,14 @@ ik_worker_record_finished(void)
 	dlist_mutable_iter it;
 	bool		any = false;
 
+	TimestampTz now = GetCurrentTimestamp();
+
 	dlist_foreach_modify(it, &ik_jobs)
 	{
 		IkJob	   *job = dlist_container(IkJob, node, it.cur);
+		IkFinishOutcome outcome;
 
-		if (job->phase != IK_PHASE_FINISHED)
+		if (job->phase != IK_PHASE_FINISHED || job->record_after > now)
 			continue;
 		ik_worker_begin("imagekit: recording a job");
 		if (!ik_queue_installed())
@@ -603,9 +612,15 @@ ik_worker_record_finished(void)
 			ik_worker_forget_jobs();
 			return;
 		}
-		ik_queue_finish(&job->q, ik_slot);
+		outcome = ik_queue_finish(&job->q, ik_token);
 		ik_worker_commit();
-		if (job->q.result == IK_JOB_FALLBACK)
+		if (outcome == IK_FINISH_LATER)
+		{
+			/* an application holds the job's row: keep it, try again */
+			job->record_after = TimestampTzPlusMilliseconds(now, IK_RECORD_RETRY_MS);
+			continue;
+		}
+		if (outcome == IK_FINISH_RECORDED && job->q.result == IK_JOB_FALLBACK)
 		{
 			ik_shmem_count(IK_STAT_FALLBACKS, 1);
 			ik_worker_log_fallback(job);
@@ -647,7 +662,7 @@ ik_worker_may_claim(void)
 
 /* One transaction: dedup downloaded jobs, claim more if there is room. */
 static void
-ik_worker_dedup_and_claim(bool *installed, bool *released)
+ik_worker_dedup_and_claim(bool *installed)
 {
 	dlist_iter	it;
 	int			room = ik_max_concurrent_uploads;
@@ -660,17 +675,14 @@ ik_worker_dedup_and_claim(bool *installed, bool *released)
 		ik_worker_commit();
 		if (ik_njobs > 0)
 			ik_worker_forget_jobs();
-		*released = false;
+		ik_leases_checked = 0;
 		return;
 	}
-	if (!*released)
-	{
-		ik_queue_release_worker(ik_slot);
-		*released = true;
-	}
+	/* at once when starting: what this slot held before is given back */
 	if (TimestampDifferenceExceeds(ik_leases_checked, now, IK_LEASE_CHECK_MS))
 	{
-		ik_queue_requeue_expired();
+		ik_queue_requeue_lost();
+		ik_queue_housekeeping(ik_job_retention, IK_RETENTION_BATCH);
 		ik_leases_checked = now;
 	}
 
@@ -684,13 +696,15 @@ ik_worker_dedup_and_claim(bool *installed, bool *released)
 			room--;
 	}
 
-	ik_inbox_full = false;
+	ik_more_to_queue = false;
 	if (ik_enabled && ik_claim_wanted)
 	{
 		int			moved = ik_queue_absorb_inbox(IK_INBOX_BATCH);
+		int64		backfilled = ik_queue_backfill_step(IK_BACKFILL_BATCH);
 
-		ik_inbox_full = (moved == IK_INBOX_BATCH);	/* more: come back soon */
-		if (moved > 0)
+		/* more: come back soon */
+		ik_more_to_queue = (moved == IK_INBOX_BATCH || backfilled >= 0);
+		if (moved > 0 || backfilled > 0)
 			ik_wake_on_commit();	/* the other workers can help */
 	}
 
@@ -700,17 +714,40 @@ ik_worker_dedup_and_claim(bool *installed, bool *released)
 		List	   *claimed;
 		ListCell   *lc;
 
-		claimed = ik_queue_claim(ik_slot, limit, ik_lease_timeout,
+		claimed = ik_queue_claim(ik_slot, ik_token, limit, ik_lease_timeout,
 								 ik_jobs_cxt, sizeof(IkJob));
+
+		/*
+		 * The claim counts an attempt, which is there to count this worker's
+		 * death: it must not be lost with it, as an asynchronous commit can.
+		 */
+		if (claimed != NIL)
+			(void) set_config_option("synchronous_commit", "on", PGC_SUSET,
+									 PGC_S_OVERRIDE, GUC_ACTION_LOCAL, true, 0,
+									 false);
 		foreach(lc, claimed)
 		{
 			IkJob	   *job = (IkJob *) lfirst(lc);
 
-			job->phase = IK_PHASE_DOWNLOAD;
 			dlist_push_tail(&ik_jobs, &job->node);
 			ik_njobs++;
+			if (job->q.pending)
+				job->phase = IK_PHASE_FINISHED; /* only its result to store */
+			else if (job->q.attempts > ik_max_retries)
+			{
+				/* claimed that often, it ended its worker every time */
+				char	   *error = psprintf("gave up after %d attempts that ended without a result "
+											 "(the worker processing the job died: a crash, a kill or out of memory)",
+											 job->q.attempts);
+
+				ik_job_finish(job, IK_JOB_FALLBACK, error, 0, -1);
+				job->q.no_attempt = true;
+				job->q.attempts--;	/* as logged: the deaths */
+			}
+			else
+				job->phase = IK_PHASE_DOWNLOAD;
 		}
-		if (list_length(claimed) < limit && !ik_inbox_full)
+		if (list_length(claimed) < limit && !ik_more_to_queue)
 		{
 			/* the queue is drained for now */
 			ik_claim_wanted = false;
@@ -790,6 +827,11 @@ ik_worker_wait_ms(void)
 		wait = Min(wait, (long) ((paused - now) / 1000) + 1);
 	if (ik_worker_has_phase(IK_PHASE_HASHED))
 		wait = Min(wait, 50);
+	if (ik_worker_has_phase(IK_PHASE_FINISHED))
+		wait = Min(wait, IK_RECORD_RETRY_MS);	/* a job kept to record later */
+	if (ik_more_to_queue && ik_claim_wanted)
+		wait = 0;
+
 	if (ik_refused_key != NULL && ik_refused_until > now)
 		wait = Min(wait, (long) ((ik_refused_until - now) / 1000) + 1);
 	return wait;
@@ -800,7 +842,6 @@ ik_worker_main(Datum arg)
 {
 	char	   *database;
 	bool		installed = false;
-	bool		released = false;
 	MemoryContext loop_cxt;
 
 	ik_slot = DatumGetInt32(arg);
@@ -811,7 +852,9 @@ ik_worker_main(Datum arg)
 
 	database = pstrdup(ik_database);
 	BackgroundWorkerInitializeConnection(database, NULL, 0);
-	ik_shmem_register_worker(ik_slot);
+	/* unique to this process: claims of an earlier one are lost leases */
+	ik_token = (int64) GetCurrentTimestamp();
+	ik_shmem_register_worker(ik_slot, ik_token);
 	ik_key_check_changed();
 	/* the worker's own SQL is schema-qualified; trust nothing else */
 	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
@@ -874,9 +917,10 @@ ik_worker_main(Datum arg)
 			ik_claim_wanted = true;
 			ik_next_due = 0;
 		}
-		if (!installed || ik_worker_should_claim() || ik_worker_dedup_due())
+		if (!installed || ik_worker_should_claim() || ik_worker_dedup_due() ||
+			(ik_more_to_queue && ik_claim_wanted))
 		{
-			ik_worker_dedup_and_claim(&installed, &released);
+			ik_worker_dedup_and_claim(&installed);
 			MemoryContextSwitchTo(loop_cxt);
 			/* dedup hits are finished at once */
 			if (installed && ik_worker_has_phase(IK_PHASE_FINISHED))

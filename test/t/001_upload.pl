@@ -66,6 +66,17 @@ is($sent->{size}, 70 + length('basic'), 'file part carries exactly the bytes');
 is($sent->{sha256}, $node->safe_psql('postgres', 'SELECT encode(sha256(' . content('basic') . "), 'hex')"),
 	'the stand-in received the exact content');
 
+# a read-only transaction (or a standby) cannot record the asset: refused
+# before anything is sent; a dedup hit needs no write and is answered
+$ik->reset;
+($rc, $out, $err) = upload('readonly', "SET default_transaction_read_only = on;\n");
+isnt($rc, 0, 'upload refused in a read-only transaction');
+like($err, qr/ERROR:  25006: cannot execute imagekit_upload\(\) in a read-only transaction/, 'with SQLSTATE 25006');
+is(requests(), 0, 'nothing was sent');
+($rc, $out) = upload('basic', "SET default_transaction_read_only = on;\n");
+is($rc, 0, 'a dedup hit is answered in a read-only transaction');
+like($out, qr{/basic\.png\|t$}, 'from imagekit.assets');
+
 # transient errors are retried, then the upload succeeds
 $ik->reset;
 $ik->faults({ status => 500, count => 2 });

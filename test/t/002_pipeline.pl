@@ -52,7 +52,7 @@ sub insert_sources
 sub drained
 {
 	return $node->poll_query_until('postgres',
-		"SELECT count(*) = 0 FROM imagekit.jobs WHERE state IN ('queued', 'in_flight') AND NOT EXISTS (SELECT FROM imagekit.inbox)");
+		"SELECT NOT EXISTS (SELECT FROM imagekit.jobs WHERE state IN ('queued', 'in_flight')) AND NOT EXISTS (SELECT FROM imagekit.inbox)");
 }
 sub sq { return $node->safe_psql('postgres', $_[0]); }
 

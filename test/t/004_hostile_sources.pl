@@ -42,7 +42,7 @@ sub settle
 	my $values = join(', ', map { "('" . ($_ =~ s/'/''/gr) . "')" } @urls);
 	sq("TRUNCATE imgs; DELETE FROM imagekit.jobs; INSERT INTO imgs (url) VALUES $values");
 	$node->poll_query_until('postgres',
-		"SELECT count(*) = 0 FROM imagekit.jobs WHERE state IN ('queued', 'in_flight') AND NOT EXISTS (SELECT FROM imagekit.inbox)")
+		"SELECT NOT EXISTS (SELECT FROM imagekit.jobs WHERE state IN ('queued', 'in_flight')) AND NOT EXISTS (SELECT FROM imagekit.inbox)")
 	  or die 'the worker did not settle';
 	my %r;
 	for my $line (split /\n/, sq("SELECT source_url, state || '|' || attempts || '|' || coalesce(last_error, '') FROM imagekit.jobs"))

@@ -117,7 +117,7 @@ sub settle
 {
 	my ($what) = @_;
 	$node->poll_query_until('postgres',
-		"SELECT count(*) = 0 FROM imagekit.jobs WHERE state IN ('queued', 'in_flight') AND NOT EXISTS (SELECT FROM imagekit.inbox)")
+		"SELECT NOT EXISTS (SELECT FROM imagekit.jobs WHERE state IN ('queued', 'in_flight')) AND NOT EXISTS (SELECT FROM imagekit.inbox)")
 	  or die "the worker did not settle: $what";
 }
 my $seed = 100;
