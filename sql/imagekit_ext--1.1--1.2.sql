@@ -15,7 +15,13 @@ SELECT pg_catalog.pg_extension_config_dump('imagekit.row_seq', '');
 DROP VIEW imagekit.status;
 ALTER TABLE imagekit.inbox ALTER COLUMN tbl TYPE regclass;
 ALTER TABLE imagekit.inbox ADD COLUMN seq bigint NOT NULL DEFAULT 0;
-UPDATE imagekit.inbox SET seq = nextval('imagekit.row_seq');
+-- (1.1 let an inbox row replace a job updated before it was queued; the
+-- queue of 1.1 keeps that order: jobs count as seq 0)
+UPDATE imagekit.inbox i
+   SET seq = CASE WHEN EXISTS (SELECT FROM imagekit.jobs j
+                                WHERE j.tbl = i.tbl AND j.row_key = i.row_key
+                                  AND j.updated_at >= i.queued_at)
+                  THEN -1 ELSE nextval('imagekit.row_seq') END;
 
 -- seq: of the queuing the job stands for.  lease_token: the worker
 -- process that holds an in_flight job (its start time; a token no live
@@ -856,3 +862,6 @@ BEGIN
     END LOOP;
 END
 $$;
+
+-- the workers look at the queue again when this commits
+SELECT imagekit.wake_worker_on_commit();

@@ -706,6 +706,8 @@ ik_worker_dedup_and_claim(bool *installed)
 		ik_more_to_queue = (moved == IK_INBOX_BATCH || backfilled >= 0);
 		if (moved > 0 || backfilled > 0)
 			ik_wake_on_commit();	/* the other workers can help */
+		if (!ik_worker_may_claim())
+			ik_claim_wanted = ik_more_to_queue; /* until woken again */
 	}
 
 	if (ik_worker_may_claim() && ik_claim_wanted && room > 0)
@@ -764,6 +766,18 @@ ik_worker_dedup_and_claim(bool *installed)
 		}
 	}
 	ik_worker_commit();
+}
+
+/*
+ * Whether to move the inbox, backfill and keep house without claiming:
+ * when there is more to queue, or when no claim is possible (no key, a
+ * refused key) but rows are still to be queued and counted.
+ */
+static bool
+ik_worker_should_queue(void)
+{
+	return ik_enabled && ik_claim_wanted &&
+		(ik_more_to_queue || !ik_worker_may_claim());
 }
 
 /* Jobs in memory that are not finished. */
@@ -918,7 +932,7 @@ ik_worker_main(Datum arg)
 			ik_next_due = 0;
 		}
 		if (!installed || ik_worker_should_claim() || ik_worker_dedup_due() ||
-			(ik_more_to_queue && ik_claim_wanted))
+			ik_worker_should_queue())
 		{
 			ik_worker_dedup_and_claim(&installed);
 			MemoryContextSwitchTo(loop_cxt);

@@ -35,9 +35,31 @@ sub new
 sub query
 {
 	my ($self, $sql) = @_;
+	$self->send($sql);
+	return $self->result;
+}
+
+# Send a statement without waiting for it; ->done says whether it has
+# finished, ->result waits for it and returns its output.
+sub send
+{
+	my ($self, $sql) = @_;
 	$self->{out} = '';
 	$self->{in} .= "$sql;\n\\echo $marker\n";
 	$self->{timer}->start($PostgreSQL::Test::Utils::timeout_default);
+	$self->{h}->pump_nb;
+}
+
+sub done
+{
+	my ($self) = @_;
+	$self->{h}->pump_nb;
+	return $self->{out} =~ /\Q$marker\E/;
+}
+
+sub result
+{
+	my ($self) = @_;
 	$self->{h}->pump until $self->{out} =~ /\Q$marker\E/;
 	(my $out = $self->{out}) =~ s/\Q$marker\E\n?//;
 	chomp $out;

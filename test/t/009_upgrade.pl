@@ -1,0 +1,77 @@
+# ALTER EXTENSION imagekit_ext UPDATE from 1.1 with tables attached and
+# rows waiting in the inbox and in the queue: the queue moves to 1.2 (its
+# counts, the new triggers of the attached tables) and drains; the tables'
+# trigger functions stay outside the extension, so DROP EXTENSION still
+# needs CASCADE only for what it needed before.  Until the update, inserts
+# into attached tables keep working (the 1.1 inbox), and the worker waits.
+use strict;
+use warnings;
+
+use FindBin;
+use lib "$FindBin::RealBin/../perl";
+
+use ImageKitStandIn;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+my $ik = ImageKitStandIn->new;
+my $base = $ik->base_url;
+
+my $node = PostgreSQL::Test::Cluster->new('upgrade');
+$node->init;
+$node->append_conf('postgresql.conf',
+	"shared_preload_libraries = 'imagekit_ext'\n"
+	  . $ik->conf
+	  . "imagekit.allow_private_sources = on\n"
+	  . "log_min_messages = warning\n");
+$node->start;
+
+sub sq { return $node->safe_psql('postgres', $_[0]); }
+
+sq(qq{
+	CREATE EXTENSION imagekit_ext VERSION '1.1';
+	CREATE TABLE pics (id int PRIMARY KEY, url text);
+	SELECT imagekit.attach('pics');
+	CREATE TABLE more_pics (id text PRIMARY KEY, src varchar(500));
+	SELECT imagekit.attach('more_pics', 'src', 'cdn');
+});
+# with the 1.2 library and the 1.1 scripts, the worker does not drain
+sq("INSERT INTO pics SELECT g, '$base/source/img-' || g || '-2000.png' FROM generate_series(1, 5) g");
+sq("INSERT INTO more_pics SELECT 'k' || g, '$base/source/img-' || (100 + g) || '-2000.png' FROM generate_series(1, 5) g");
+ok($node->wait_for_log(qr/extension imagekit_ext needs an update before the worker can drain its queue/),
+	'the worker asks for the update');
+is(sq("SELECT count(*) FROM imagekit.inbox"), '10', 'inserts into attached tables still queue under 1.1');
+# a source changed after the insert: the 1.1 UPDATE trigger queues a job,
+# newer than the row's inbox row
+sq("UPDATE pics SET url = '$base/source/img-6-2000.png' WHERE id = 5");
+is(sq("SELECT count(*) FROM imagekit.jobs"), '1', 'and one job in the queue');
+
+sq("ALTER EXTENSION imagekit_ext UPDATE");
+is(sq("SELECT extversion FROM pg_extension WHERE extname = 'imagekit_ext'"), '1.2', 'updated to 1.2');
+is(sq("SELECT count(*) FROM pg_trigger WHERE tgname = 'imagekit_truncate'"), '2', 'the attached tables got the new triggers');
+is(sq("SELECT count(*) FROM pg_depend d JOIN pg_proc p ON p.oid = d.objid
+       WHERE d.deptype = 'e' AND p.proname ~ '^enqueue_[0-9]+'"), '0',
+	'their trigger functions stay outside the extension');
+is(sq("SELECT key_attnum || ',' || source_attnum || ',' || target_attnum FROM imagekit.attachments WHERE tbl = 'more_pics'::regclass"),
+	'1,2,3', 'the attached columns are known by number');
+
+ok($node->poll_query_until('postgres',
+	"SELECT (SELECT count(*) FROM pics WHERE imagekit_url IS NULL) + (SELECT count(*) FROM more_pics WHERE cdn IS NULL) = 0"),
+	'the queue of 1.1 drains after the update (the update wakes the worker)');
+is(sq("SELECT j.source_url LIKE '%img-6-%' AND p.imagekit_url LIKE '%/' || j.content_hash || '.png'
+       FROM pics p JOIN imagekit.jobs j ON j.row_key = '5' AND j.tbl = 'pics'::regclass WHERE p.id = 5"),
+	't', 'the source changed under 1.1 is the one uploaded, not the older inbox row');
+is(sq("SELECT string_agg(tbl || '=' || queued || '/' || done, ',' ORDER BY tbl::text) FROM imagekit.status"),
+	'more_pics=0/5,pics=0/5', 'imagekit.status counts what 1.1 queued');
+sq("UPDATE more_pics SET src = '$base/source/img-200-2000.png' WHERE id = 'k1'");
+ok($node->poll_query_until('postgres', "SELECT cdn LIKE '%/' || (SELECT content_hash FROM imagekit.jobs WHERE row_key = 'k1') || '.png' FROM more_pics WHERE id = 'k1'"),
+	'the regenerated UPDATE trigger queues a changed source');
+
+sq("DROP TABLE pics");
+sq("SET client_min_messages = warning; DROP EXTENSION imagekit_ext CASCADE");
+is(sq("SELECT count(*) FROM more_pics WHERE cdn IS NOT NULL") . '/' . sq("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'more_pics'::regclass"),
+	'5/0', 'DROP EXTENSION CASCADE takes the triggers and leaves the data');
+
+$node->stop;
+done_testing();
