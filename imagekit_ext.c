@@ -441,8 +441,21 @@ _PG_init(void)
 
 	if (process_shared_preload_libraries_in_progress)
 	{
+		int			free_slots;
+
 		for (int i = 0; i < ik_workers; i++)
 			ik_worker_register(i);
+		/* the slots left once these and the logical replication launcher run */
+		free_slots = max_worker_processes - ik_workers - 1;
+		if (free_slots <= 0)
+			ereport(WARNING,
+					(errmsg("imagekit.workers (%d) leaves no background worker slot free (max_worker_processes = %d)",
+							ik_workers, max_worker_processes),
+					 free_slots < 0 ?
+					 errdetail("Parallel query and logical replication get no worker, and %d imagekit workers cannot start.",
+							   -free_slots) :
+					 errdetail("Parallel query and logical replication get no worker."),
+					 errhint("Set max_worker_processes to at least imagekit.workers + 1 (the logical replication launcher) + max_parallel_workers + max_logical_replication_workers.")));
 	}
 }
 

@@ -21,6 +21,15 @@
  * request abandoned by an ERROR is cleaned up when the caller's context goes
  * away, and ik_http_request_free() is just MemoryContextDelete().
  *
+ * File descriptors: curl's sockets and the epoll descriptor count against
+ * the server's limit (AcquireExternalFD / ReleaseExternalFD, as
+ * libpq-be-fe-helpers.h does for libpq connections), through curl's
+ * open- and close-socket callbacks; the multi handle opens no more
+ * connections than fd.c allows external descriptors, and requests beyond
+ * that wait for a connection instead of failing.  The wait event set is
+ * made once, with the epoll descriptor, before curl opens anything, so
+ * that a wait never needs a descriptor curl might have taken.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -31,6 +40,7 @@
 #include <unistd.h>
 
 #include "miscadmin.h"
+#include "storage/fd.h"
 #include "storage/latch.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
@@ -41,6 +51,7 @@
 
 static CURLM *ik_multi = NULL;
 static int	ik_epfd = -1;
+static WaitEventSet *ik_wait_set = NULL;	/* the latch, the postmaster, ik_epfd */
 static TimestampTz ik_timer_deadline = 0;	/* 0: no timer */
 static dlist_head ik_done = DLIST_STATIC_INIT(ik_done);
 
@@ -138,6 +149,7 @@ ik_http_opensocket_cb(void *clientp, curlsocktype purpose,
 					  struct curl_sockaddr *address)
 {
 	IkHttpRequest *req = (IkHttpRequest *) clientp;
+	curl_socket_t s;
 
 	if (req->address_filter != NULL &&
 		!req->address_filter(&address->addr))
@@ -145,8 +157,24 @@ ik_http_opensocket_cb(void *clientp, curlsocktype purpose,
 		req->address_refused = true;
 		return CURL_SOCKET_BAD;
 	}
-	return socket(address->family, address->socktype | SOCK_CLOEXEC,
-				  address->protocol);
+	/* (no ERROR here: it would unwind through libcurl) */
+	if (!AcquireExternalFD())
+		return CURL_SOCKET_BAD;
+	s = socket(address->family, address->socktype | SOCK_CLOEXEC,
+			   address->protocol);
+	if (s == CURL_SOCKET_BAD)
+		ReleaseExternalFD();
+	return s;
+}
+
+/* Every socket ik_http_opensocket_cb() opened is closed here. */
+static int
+ik_http_closesocket_cb(void *clientp, curl_socket_t s)
+{
+	int			rc = close(s);
+
+	ReleaseExternalFD();
+	return rc;
 }
 
 /*
@@ -233,11 +261,29 @@ ik_http_multi_setup(void)
 
 	if (ik_epfd < 0)
 	{
+		if (!AcquireExternalFD())
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_RESOURCES),
+					 errmsg("could not create epoll descriptor: too many open files"),
+					 errhint("Raise max_files_per_process.")));
 		ik_epfd = epoll_create1(EPOLL_CLOEXEC);
 		if (ik_epfd < 0)
+		{
+			ReleaseExternalFD();
 			ereport(ERROR,
 					(errcode_for_file_access(),
 					 errmsg("could not create epoll descriptor: %m")));
+		}
+	}
+
+	if (ik_wait_set == NULL)
+	{
+		WaitEventSet *set = CreateWaitEventSet(TopMemoryContext, 3);
+
+		AddWaitEventToSet(set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
+		AddWaitEventToSet(set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
+		AddWaitEventToSet(set, WL_SOCKET_READABLE, ik_epfd, NULL, NULL);
+		ik_wait_set = set;
 	}
 
 	ik_multi = curl_multi_init();
@@ -248,7 +294,26 @@ ik_http_multi_setup(void)
 				 errdetail("Could not create a curl multi handle.")));
 	curl_multi_setopt(ik_multi, CURLMOPT_SOCKETFUNCTION, ik_http_socket_cb);
 	curl_multi_setopt(ik_multi, CURLMOPT_TIMERFUNCTION, ik_http_timer_cb);
-	curl_multi_setopt(ik_multi, CURLMOPT_MAXCONNECTS, 256L);
+	/* as many connections as fd.c lets external descriptors be open */
+	curl_multi_setopt(ik_multi, CURLMOPT_MAX_TOTAL_CONNECTIONS,
+					  (long) ik_http_max_connections());
+	curl_multi_setopt(ik_multi, CURLMOPT_MAXCONNECTS,
+					  (long) Min(256, ik_http_max_connections()));
+}
+
+/*
+ * The connections this process may have open at once: fd.c lets a third of
+ * the server's safe descriptors be external ones.  Not curl's among them:
+ * PostgreSQL's own (the latch's signalfd or self-pipe, the latch's wait
+ * set, a short-lived wait set now and then), ours (the epoll descriptor and
+ * the wait set), and a few spare.
+ */
+#define IK_HTTP_OTHER_EXTERNAL_FDS 8
+
+int
+ik_http_max_connections(void)
+{
+	return Max(1, max_safe_fds / 3 - IK_HTTP_OTHER_EXTERNAL_FDS);
 }
 
 /*
@@ -290,6 +355,11 @@ ik_http_request_create(const char *url, size_t max_body)
 				 errmsg("invalid URL \"%s\"", url)));
 	curl_easy_setopt(req->easy, CURLOPT_PRIVATE, req);
 	curl_easy_setopt(req->easy, CURLOPT_NOSIGNAL, 1L);
+	/* every socket counted against the server's descriptors */
+	curl_easy_setopt(req->easy, CURLOPT_OPENSOCKETFUNCTION, ik_http_opensocket_cb);
+	curl_easy_setopt(req->easy, CURLOPT_OPENSOCKETDATA, req);
+	curl_easy_setopt(req->easy, CURLOPT_CLOSESOCKETFUNCTION, ik_http_closesocket_cb);
+	curl_easy_setopt(req->easy, CURLOPT_CLOSESOCKETDATA, NULL);
 	/* a security setting: refuse to go on without it */
 	if (curl_easy_setopt(req->easy, CURLOPT_PROTOCOLS_STR, "http,https") != CURLE_OK ||
 		curl_easy_setopt(req->easy, CURLOPT_REDIR_PROTOCOLS_STR, "http,https") != CURLE_OK)
@@ -347,8 +417,6 @@ void
 ik_http_request_set_address_filter(IkHttpRequest *req, IkAddressFilter filter)
 {
 	req->address_filter = filter;
-	curl_easy_setopt(req->easy, CURLOPT_OPENSOCKETFUNCTION, ik_http_opensocket_cb);
-	curl_easy_setopt(req->easy, CURLOPT_OPENSOCKETDATA, req);
 	curl_easy_setopt(req->easy, CURLOPT_PREREQFUNCTION, ik_http_prereq_cb);
 	curl_easy_setopt(req->easy, CURLOPT_PREREQDATA, req);
 }
@@ -414,15 +482,16 @@ ik_http_collect(void)
 
 /*
  * Wait once for network activity, curl's timer, the latch, or max_wait_ms
- * (-1: no limit of our own), and let curl act on what happened.  Returns the
- * WaitLatchOrSocket() result, so a caller can tell whether its latch was
- * set.  Interrupts are processed here.
+ * (-1: no limit of our own), and let curl act on what happened.  Returns
+ * WL_LATCH_SET, WL_SOCKET_READABLE or WL_TIMEOUT (as WaitLatchOrSocket()
+ * would), so a caller can tell whether its latch was set.  Interrupts are
+ * processed here.
  */
 int
 ik_http_pump(long max_wait_ms, uint32 wait_event)
 {
 	long		wait_ms = max_wait_ms;
-	int			events = WL_LATCH_SET | WL_EXIT_ON_PM_DEATH;
+	WaitEvent	event;
 	int			running;
 	int			rc;
 
@@ -440,18 +509,15 @@ ik_http_pump(long max_wait_ms, uint32 wait_event)
 		if (wait_ms < 0 || timer_ms < wait_ms)
 			wait_ms = timer_ms;
 	}
-	if (wait_ms >= 0)
-		events |= WL_TIMEOUT;
-	events |= WL_SOCKET_READABLE;
-
-	rc = WaitLatchOrSocket(MyLatch, events, ik_epfd, wait_ms, wait_event);
+	rc = WaitEventSetWait(ik_wait_set, wait_ms, &event, 1, wait_event) == 0 ?
+		WL_TIMEOUT : event.events;
 
 	if (rc & WL_LATCH_SET)
 		ResetLatch(MyLatch);
 	CHECK_FOR_INTERRUPTS();
 
 	/*
-	 * WaitLatchOrSocket reports one event at a time, the latch first; look
+	 * The wait reports one event at a time, the latch first; look
 	 * at the sockets after every wait so that a busy latch cannot starve
 	 * them.
 	 */

@@ -50,6 +50,7 @@ typedef struct IkHttpRequest
 } IkHttpRequest;
 
 extern void ik_http_init(void);
+extern int	ik_http_max_connections(void);
 extern IkHttpRequest *ik_http_request_create(const char *url, size_t max_body);
 extern void ik_http_request_free(IkHttpRequest *req);
 extern curl_mime *ik_http_request_mime(IkHttpRequest *req);

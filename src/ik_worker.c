@@ -98,6 +98,15 @@ static dlist_head ik_jobs = DLIST_STATIC_INIT(ik_jobs);
 static int	ik_njobs = 0;			/* in memory, finished ones included */
 static int	ik_nrequests = 0;		/* HTTP requests in flight */
 static MemoryContext ik_jobs_cxt;
+
+/*
+ * Memory: the loop runs in ik_loop_cxt, reset at the top of every
+ * iteration; a job's memory is in a context of its own under ik_jobs_cxt.
+ * A transaction (ik_worker_begin .. ik_worker_commit) starts and ends in
+ * ik_loop_cxt, so that nothing allocated after a commit lands in
+ * TopMemoryContext, where CommitTransactionCommand() leaves us.
+ */
+static MemoryContext ik_loop_cxt;
 static bool ik_claim_wanted = true;
 static TimestampTz ik_next_due = 0; /* 0: nothing known to be due */
 static TimestampTz ik_leases_checked = 0;
@@ -145,6 +154,16 @@ ik_worker_register(int slot)
 	snprintf(worker.bgw_type, BGW_MAXLEN, "imagekit worker");
 	worker.bgw_main_arg = Int32GetDatum(slot);
 	RegisterBackgroundWorker(&worker);
+}
+
+/*
+ * HTTP requests in flight at once: imagekit.max_concurrent_uploads, but no
+ * more than the connections the server's file descriptors allow.
+ */
+static int
+ik_worker_concurrency(void)
+{
+	return Min(ik_max_concurrent_uploads, ik_http_max_connections());
 }
 
 /* Is the current key one that ImageKit refused a moment ago? */
@@ -319,7 +338,7 @@ ik_worker_start_requests(void)
 	{
 		IkJob	   *job = dlist_container(IkJob, node, it.cur);
 
-		if (ik_nrequests >= ik_max_concurrent_uploads)
+		if (ik_nrequests >= ik_worker_concurrency())
 			break;
 		if (job->phase == IK_PHASE_DOWNLOAD)
 			ik_job_start_download(job);
@@ -538,6 +557,7 @@ ik_worker_log_fallback(IkJob *job)
 static void
 ik_worker_begin(const char *activity)
 {
+	Assert(CurrentMemoryContext == ik_loop_cxt);
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
@@ -549,6 +569,7 @@ ik_worker_commit(void)
 {
 	PopActiveSnapshot();
 	CommitTransactionCommand();
+	MemoryContextSwitchTo(ik_loop_cxt);
 	pgstat_report_activity(STATE_IDLE, NULL);
 }
 
@@ -665,7 +686,7 @@ static void
 ik_worker_dedup_and_claim(bool *installed)
 {
 	dlist_iter	it;
-	int			room = ik_max_concurrent_uploads;
+	int			room = ik_worker_concurrency();
 	TimestampTz now = GetCurrentTimestamp();
 
 	ik_worker_begin("imagekit: claiming jobs");
@@ -754,7 +775,7 @@ ik_worker_dedup_and_claim(bool *installed)
 			/* the queue is drained for now */
 			ik_claim_wanted = false;
 			ik_next_due = 0;
-			if (room - list_length(claimed) == ik_max_concurrent_uploads)
+			if (room - list_length(claimed) == ik_worker_concurrency())
 			{
 				/* and we are idle: sleep until the next due job */
 				long		due = ik_queue_next_due_ms();
@@ -804,12 +825,12 @@ static bool
 ik_worker_should_claim(void)
 {
 	int			active = ik_worker_active_jobs();
-	int			room = ik_max_concurrent_uploads - active;
+	int			room = ik_worker_concurrency() - active;
 
 	if (!ik_claim_wanted || room <= 0 || !ik_worker_may_claim())
 		return false;
 	return active == 0 ||
-		room >= Max(1, Min(ik_batch_size, ik_max_concurrent_uploads / 4));
+		room >= Max(1, Min(ik_batch_size, ik_worker_concurrency() / 4));
 }
 
 static bool
@@ -856,7 +877,6 @@ ik_worker_main(Datum arg)
 {
 	char	   *database;
 	bool		installed = false;
-	MemoryContext loop_cxt;
 
 	ik_slot = DatumGetInt32(arg);
 
@@ -883,8 +903,8 @@ ik_worker_main(Datum arg)
 
 	ik_jobs_cxt = AllocSetContextCreate(TopMemoryContext, "imagekit jobs",
 										ALLOCSET_DEFAULT_SIZES);
-	loop_cxt = AllocSetContextCreate(TopMemoryContext, "imagekit worker loop",
-									 ALLOCSET_DEFAULT_SIZES);
+	ik_loop_cxt = AllocSetContextCreate(TopMemoryContext, "imagekit worker loop",
+										ALLOCSET_DEFAULT_SIZES);
 	elog(LOG, "imagekit worker %d started for database \"%s\"", ik_slot, database);
 
 	for (;;)
@@ -892,8 +912,8 @@ ik_worker_main(Datum arg)
 		IkHttpRequest *req;
 		int			rc;
 
-		MemoryContextReset(loop_cxt);
-		MemoryContextSwitchTo(loop_cxt);
+		MemoryContextSwitchTo(ik_loop_cxt);
+		MemoryContextReset(ik_loop_cxt);
 		CHECK_FOR_INTERRUPTS();
 
 		if (ConfigReloadPending)
@@ -922,10 +942,7 @@ ik_worker_main(Datum arg)
 		}
 
 		if (installed && ik_worker_has_phase(IK_PHASE_FINISHED))
-		{
 			ik_worker_record_finished();
-			MemoryContextSwitchTo(loop_cxt);
-		}
 		if (ik_next_due != 0 && ik_next_due <= GetCurrentTimestamp())
 		{
 			ik_claim_wanted = true;
@@ -935,13 +952,9 @@ ik_worker_main(Datum arg)
 			ik_worker_should_queue())
 		{
 			ik_worker_dedup_and_claim(&installed);
-			MemoryContextSwitchTo(loop_cxt);
 			/* dedup hits are finished at once */
 			if (installed && ik_worker_has_phase(IK_PHASE_FINISHED))
-			{
 				ik_worker_record_finished();
-				MemoryContextSwitchTo(loop_cxt);
-			}
 			if (!installed)
 			{
 				/* no extension (yet) in this database: wait to be told */
@@ -969,5 +982,6 @@ ik_worker_main(Datum arg)
 				ik_worker_upload_done(job);
 		}
 		ik_shmem_set_in_flight(ik_slot, ik_nrequests);
+		Assert(CurrentMemoryContext == ik_loop_cxt);
 	}
 }

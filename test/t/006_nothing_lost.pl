@@ -299,6 +299,29 @@ is(worker_pid($node), $pid, 'the worker is the same process: nothing made it exi
 ok(!$node->log_contains('read-only transaction'), 'no read-only errors in the log');
 
 # --------------------------------------------------------------------------
+# The worker's memory does not grow with fallbacks (each used to leave a
+# kilobyte in TopMemoryContext, allocated after a commit).
+# --------------------------------------------------------------------------
+sub top_memory
+{
+	my $w = worker_pid($node);
+	my $offset = -s $node->logfile;
+	sq("SELECT pg_log_backend_memory_contexts($w)");
+	$node->wait_for_log(qr/level: 0; TopMemoryContext: \d+ total/, $offset);
+	my ($bytes) = substr(slurp_file($node->logfile), $offset) =~ /level: 0; TopMemoryContext: (\d+) total/;
+	return $bytes;
+}
+sq("CREATE TABLE missing (id int PRIMARY KEY, url text); SELECT imagekit.attach('missing');");
+sq("INSERT INTO missing SELECT g, '$base/source/missing-' || g || '.png' FROM generate_series(1, 50) g");
+ok(drained($node), 'fifty fallbacks to warm up');
+my $before = top_memory();
+sq("INSERT INTO missing SELECT g, '$base/source/missing-' || g || '.png' FROM generate_series(51, 350) g");
+ok(drained($node), 'three hundred more fallbacks');
+is(sq("SELECT count(*) FROM imagekit.jobs WHERE tbl = 'missing'::regclass AND state = 'fallback'"), '350', 'all fell back');
+my $after = top_memory();
+cmp_ok($after - $before, '<', 32 * 1024, "TopMemoryContext of the worker: $before -> $after bytes");
+
+# --------------------------------------------------------------------------
 # A job whose processing kills its worker every time falls back after
 # imagekit.max_retries (here 1) deaths, instead of being claimed for ever.
 # --------------------------------------------------------------------------

@@ -1,0 +1,58 @@
+# What the workers take from the server: file descriptors for curl's
+# sockets count against the server's limit (the worker opens no more
+# connections than fd.c allows, and what is beyond waits instead of
+# failing); a worker count that takes every background worker slot is
+# warned about at start.
+use strict;
+use warnings;
+
+use FindBin;
+use lib "$FindBin::RealBin/../perl";
+
+use ImageKitStandIn;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+my $ik = ImageKitStandIn->new;
+my $base = $ik->base_url;
+
+my $node = PostgreSQL::Test::Cluster->new('resources');
+$node->init;
+$node->append_conf('postgresql.conf',
+	"shared_preload_libraries = 'imagekit_ext'\n"
+	  . $ik->conf
+	  . "imagekit.allow_private_sources = on\n"
+	  . "imagekit.max_concurrent_uploads = 64\n"
+	  . "imagekit.batch_size = 64\n"
+	  . "max_files_per_process = 80\n"
+	  . "max_worker_processes = 2\n"
+	  . "log_min_messages = warning\n");
+$node->start;
+
+ok($node->log_contains('imagekit.workers \(1\) leaves no background worker slot free \(max_worker_processes = 2\)'),
+	'a warning at start: the imagekit worker takes the last slot');
+ok(!$node->log_contains('too many background workers'), 'which it still gets');
+
+$node->safe_psql('postgres', q{
+	CREATE EXTENSION imagekit_ext;
+	CREATE TABLE pics (id int PRIMARY KEY, url text);
+	SELECT imagekit.attach('pics');
+});
+# every source answers after 500 ms: the worker would have 64 downloads
+# open at once; fd.c leaves curl about a third of the ~60 descriptors
+$ik->config(latency_ms => 500);
+$node->safe_psql('postgres',
+	"INSERT INTO pics SELECT g, '$base/source/img-' || g || '-2000.png' FROM generate_series(1, 150) g");
+ok($node->poll_query_until('postgres',
+	"SELECT NOT EXISTS (SELECT FROM imagekit.inbox) AND NOT EXISTS (SELECT FROM imagekit.jobs WHERE state IN ('queued', 'in_flight'))"),
+	'drained');
+is($node->safe_psql('postgres', "SELECT count(*) FROM pics WHERE imagekit_url LIKE 'https://ik.imagekit.io/demo/%'"), '150',
+	'every row got its CDN URL: requests beyond the descriptors waited, none failed');
+my $st = $ik->stats;
+cmp_ok($st->{max_downloads_in_flight}, '<=', 25,
+	"downloads open at once stay within the server's descriptors ($st->{max_downloads_in_flight} of 64 allowed by imagekit.max_concurrent_uploads)");
+cmp_ok($st->{max_downloads_in_flight}, '>=', 5, 'and still run concurrently');
+
+$node->stop;
+done_testing();
