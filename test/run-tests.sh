@@ -7,14 +7,19 @@
 #   bash test/run-tests.sh            (as root, or as a user with sudo rights)
 #   bash test/run-tests.sh --sanitize (the extension built with ASan and
 #                                      UBSan; fails on any sanitizer report)
+#   bash test/run-tests.sh --tap test/t/007_scale.pl
+#                                     (that TAP test alone, verbose: the
+#                                      figures it prints, e.g. 007's)
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
 sanitize=0
+only_tap=
 case "${1:-}" in
 	--sanitize) sanitize=1 ;;
+	--tap) only_tap=${2:?--tap needs a test file, e.g. test/t/007_scale.pl} ;;
 	"") ;;
-	*) echo "usage: $0 [--sanitize]" >&2; exit 2 ;;
+	*) echo "usage: $0 [--sanitize | --tap test/t/NNN_name.pl]" >&2; exit 2 ;;
 esac
 
 ik_install_deps
@@ -72,10 +77,16 @@ ik_start_cluster "$work" "$port" \
 	"imagekit.upload_endpoint = 'http://127.0.0.1:$IK_STANDIN_PORT/api/v1/files/upload'" \
 	"imagekit.url_endpoint = 'https://ik.imagekit.io/demo'"
 
-ik_log "running pg_regress and TAP suites"
 status=0
-ik_as_postgres make -C "$work/src" -s PG_CONFIG="$IK_PG_BIN/pg_config" \
-	PGHOST="$work" PGPORT="$port" installcheck || status=$?
+if [ -n "$only_tap" ]; then
+	ik_log "running $only_tap"
+	ik_as_postgres make -C "$work/src" -s PG_CONFIG="$IK_PG_BIN/pg_config" \
+		REGRESS= ISOLATION= PROVE_TESTS="$only_tap" PROVE_FLAGS=-v installcheck || status=$?
+else
+	ik_log "running pg_regress and TAP suites"
+	ik_as_postgres make -C "$work/src" -s PG_CONFIG="$IK_PG_BIN/pg_config" \
+		PGHOST="$work" PGPORT="$port" installcheck || status=$?
+fi
 if [ $status -ne 0 ]; then
 	for f in "$work/src/regression.diffs" "$work/src/output_iso/regression.diffs"; do
 		[ -f "$f" ] && cat "$f"
