@@ -32,9 +32,10 @@ ALTER TABLE imagekit.jobs
     ADD COLUMN lease_token bigint,
     ADD COLUMN pending_state text CHECK (pending_state IN ('done', 'fallback'));
 
--- The attached columns by number: a rename is followed (the names are
--- kept up to date by imagekit.on_alter_table()), a drop or a new type is
--- refused.
+-- The attached columns by number too, to tell a rename from a drop
+-- (imagekit.on_alter_table()).  The names stay the truth: a restored dump
+-- numbers columns anew (dropped ones are gone), and the numbers are then
+-- found again from the names.
 ALTER TABLE imagekit.attachments
     ADD COLUMN key_attnum smallint,
     ADD COLUMN source_attnum smallint,
@@ -167,6 +168,24 @@ BEGIN
 END
 $$;
 
+-- Count the queue anew (after it was changed with triggers disabled, say:
+-- session_replication_role = replica, pg_restore --disable-triggers).
+CREATE FUNCTION imagekit.recount()
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    LOCK TABLE imagekit.jobs, imagekit.inbox IN SHARE MODE;
+    DELETE FROM imagekit.job_counts;
+    INSERT INTO imagekit.job_counts (tbl, state, n)
+    SELECT tbl, state, count(*) FROM imagekit.jobs GROUP BY 1, 2
+    UNION ALL
+    SELECT tbl, 'inbox', count(*) FROM imagekit.inbox GROUP BY 1;
+END
+$$;
+REVOKE ALL ON FUNCTION imagekit.recount() FROM PUBLIC;
+
 -- for imagekit.status: the oldest queued job and the last error of a table
 CREATE INDEX jobs_oldest_idx ON imagekit.jobs (tbl, created_at) WHERE state = 'queued';
 CREATE INDEX jobs_errors_idx ON imagekit.jobs (tbl, updated_at) WHERE last_error IS NOT NULL;
@@ -227,10 +246,16 @@ $$;
 -- returns how many rows were queued (NULL: no backfill pending).  Rows
 -- that have a job already keep it, unless it is finished and the row has
 -- no URL.
+-- It reads the table as the extension's owner, so nothing of the table's
+-- owner may run: constraint exclusion (which could evaluate a CHECK
+-- constraint of an inheritance child) is off, and the key is of a built-in
+-- type.  A table locked by someone else is left for the next step.
 CREATE FUNCTION imagekit.backfill_step(lim integer, only_tbl regclass DEFAULT NULL)
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
+SET constraint_exclusion = off
+SET lock_timeout = '50ms'
 AS $$
 DECLARE
     a record;
@@ -251,6 +276,7 @@ BEGIN
     IF NOT FOUND THEN
         RETURN NULL;
     END IF;
+    BEGIN
     EXECUTE format($q$
         WITH batch AS (
             SELECT t.%2$I AS k, t.%3$I AS src, t.%4$I AS tgt FROM %1$s t
@@ -272,6 +298,9 @@ BEGIN
     $q$, a.tbl, a.key_col, a.src_col, a.tgt_col, a.key_type)
     INTO last_key, scanned, queued
     USING a.backfill_after, lim;
+    EXCEPTION WHEN lock_not_available THEN
+        RETURN 0;               -- locked: the next step tries again
+    END;
     UPDATE imagekit.attachments x
        SET backfill_after = coalesce(last_key, x.backfill_after),
            backfill_queued = x.backfill_queued + queued,
@@ -364,8 +393,11 @@ BEGIN
       FROM c, imagekit.attachments a, pg_class r, pg_namespace n
      WHERE j.id = c.id AND a.tbl = j.tbl AND r.oid = j.tbl AND n.oid = r.relnamespace
     RETURNING j.id, j.generation, j.attempts - 1, j.tbl, r.relowner, n.nspname,
-              r.relname, a.key_type, a.key_attnum, a.source_attnum,
-              a.target_attnum, j.row_key, j.source_url, j.pending_state,
+              r.relname, a.key_type,
+              (SELECT t.attnum FROM pg_attribute t WHERE t.attrelid = j.tbl AND t.attname = a.key_column),
+              (SELECT t.attnum FROM pg_attribute t WHERE t.attrelid = j.tbl AND t.attname = a.source_column),
+              (SELECT t.attnum FROM pg_attribute t WHERE t.attrelid = j.tbl AND t.attname = a.target_column),
+              j.row_key, j.source_url, j.pending_state,
               j.result_url, j.last_error, j.last_http_status;
 END
 $$;
@@ -449,6 +481,31 @@ BEGIN
 END
 $$;
 
+-- The job's row now has source "src" though the job still holds
+-- generation "gen" (the UPDATE trigger did not see the change: triggers
+-- disabled, say): the job takes that source and goes back to the queue, or
+-- ends when there is no source.  Returns whether it did.
+CREATE FUNCTION imagekit.repoint_job(job bigint, gen integer, token bigint, src text)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF src IS NULL OR src = '' THEN
+        RETURN imagekit.forget_job(job, gen, token);
+    END IF;
+    UPDATE imagekit.jobs j
+       SET source_url = src, seq = nextval('imagekit.row_seq'), state = 'queued',
+           generation = j.generation + 1, attempts = 0, next_attempt_at = now(),
+           lease_expires_at = NULL, worker = NULL, lease_token = NULL,
+           last_error = NULL, last_http_status = NULL, result_url = NULL,
+           pending_state = NULL, updated_at = now()
+     WHERE j.id = job AND j.generation = gen AND j.state = 'in_flight'
+       AND j.lease_token = token;
+    RETURN FOUND;
+END
+$$;
+
 -- Milliseconds until the next queued job of an attached table is due;
 -- NULL when none is queued.  Like the claim, it walks the index in order.
 CREATE FUNCTION imagekit.next_due_ms()
@@ -472,6 +529,7 @@ REVOKE ALL ON FUNCTION imagekit.absorb_inbox(integer),
     imagekit.record(bigint, integer, bigint, text, integer, interval, text, integer, text, text, text),
     imagekit.requeue_if_held(bigint, bigint),
     imagekit.forget_job(bigint, integer, bigint),
+    imagekit.repoint_job(bigint, integer, bigint, text),
     imagekit.next_due_ms()
     FROM PUBLIC;
 
@@ -498,17 +556,17 @@ SET search_path = pg_catalog, pg_temp
 AS $install$
 DECLARE
     a imagekit.attachments;
+    body text;
 BEGIN
     SELECT * INTO STRICT a FROM imagekit.attachments x WHERE x.tbl = install_triggers.tbl;
 
     -- The UPDATE trigger's function, with static SQL that is planned once
     -- per session.  Rows are matched by key between the transition tables:
     -- a row whose key changed is a row that left (its jobs go) and a row
-    -- that arrived (queued like an inserted row).
-    EXECUTE format($f$
-        CREATE OR REPLACE FUNCTION %1$s() RETURNS trigger
-        LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-        AS $body$
+    -- that arrived (queued like an inserted row).  The column names are
+    -- quoted into the body, and the body into CREATE FUNCTION as a literal:
+    -- a name cannot end the body early, whatever it holds.
+    body := format($body$
         BEGIN
             -- the worker storing its result in this table changes only the
             -- target: nothing to do
@@ -556,6 +614,15 @@ BEGIN
                 PERFORM imagekit.wake_worker_on_commit();
             END IF;
 
+            -- a source set to NULL or '' leaves nothing to fetch: its pending
+            -- job goes (a result in flight is then not written)
+            DELETE FROM imagekit.jobs j
+             USING imagekit_new_rows n JOIN imagekit_old_rows o ON o.%2$I = n.%2$I
+             WHERE j.tbl = TG_RELID AND j.row_key = n.%2$I::text
+               AND j.state IN ('queued', 'in_flight')
+               AND n.%3$I IS DISTINCT FROM o.%3$I
+               AND (n.%3$I IS NULL OR n.%3$I = '');
+
             -- a key that is gone takes its job (and inbox rows) along
             DELETE FROM imagekit.jobs j
              USING imagekit_old_rows o
@@ -569,8 +636,10 @@ BEGIN
             END IF;
             RETURN NULL;
         END
-        $body$
-    $f$, a.trigger_function, a.key_column, a.source_column, a.target_column);
+    $body$, NULL, a.key_column, a.source_column, a.target_column);
+    EXECUTE format('CREATE OR REPLACE FUNCTION %s() RETURNS trigger '
+                   'LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp '
+                   'AS %L', a.trigger_function, body);
     EXECUTE format('REVOKE ALL ON FUNCTION %s() FROM PUBLIC', a.trigger_function);
 
     EXECUTE format('CREATE OR REPLACE TRIGGER imagekit_enqueue_insert AFTER INSERT ON %s '
@@ -786,9 +855,13 @@ $$;
 
 -- DDL on an attached table: a rename of the table or of an attached column
 -- is followed (the triggers are made again with the new names; the worker
--- finds columns by number); dropping an attached column, or changing its
--- type to one the triggers cannot take, is refused, since every INSERT
--- would fail afterwards.
+-- finds columns by name at claim and by number while a job is in flight);
+-- dropping an attached column, or changing its type to one the triggers
+-- cannot take, is refused, since every INSERT would fail afterwards.  Only
+-- the tables the command changed are looked at, with their inheritance
+-- children (a rename on a parent renames theirs).  A column number that no
+-- longer matches its name while the name is still there comes from a
+-- restored dump (columns are numbered anew): the number is found again.
 CREATE FUNCTION imagekit.on_alter_table()
 RETURNS event_trigger
 LANGUAGE plpgsql
@@ -797,26 +870,62 @@ AS $$
 DECLARE
     a record;
     col record;
+    renamed boolean;
 BEGIN
     IF to_regclass('imagekit.attachments') IS NULL THEN
         RETURN;                 -- the extension itself is being changed
     END IF;
-    FOR a IN SELECT x.* FROM imagekit.attachments x
-              WHERE EXISTS (SELECT FROM pg_class r WHERE r.oid = x.tbl) LOOP
-        FOR col IN SELECT c.role, c.attnum, c.old_name, t.attname, t.attisdropped,
-                          t.atttypid, format_type(t.atttypid, t.atttypmod) AS type_name
+    FOR a IN WITH RECURSIVE touched(relid) AS (
+                 SELECT c.objid FROM pg_event_trigger_ddl_commands() c
+                  WHERE c.classid = 'pg_class'::regclass
+                 UNION
+                 SELECT i.inhrelid FROM pg_inherits i JOIN touched t ON i.inhparent = t.relid)
+             SELECT x.* FROM imagekit.attachments x
+              WHERE x.tbl IN (SELECT relid FROM touched)
+    LOOP
+        renamed := false;
+        FOR col IN SELECT c.role, c.attnum, c.old_name,
+                          (SELECT t.attnum FROM pg_attribute t
+                            WHERE t.attrelid = a.tbl AND t.attname = c.old_name
+                              AND NOT t.attisdropped) AS attnum_of_name,
+                          (SELECT t.attname FROM pg_attribute t
+                            WHERE t.attrelid = a.tbl AND t.attnum = c.attnum
+                              AND NOT t.attisdropped) AS name_of_attnum
                      FROM (VALUES ('key', a.key_attnum, a.key_column),
                                   ('source URL', a.source_attnum, a.source_column),
                                   ('target', a.target_attnum, a.target_column))
                           AS c(role, attnum, old_name)
-                     LEFT JOIN pg_attribute t ON t.attrelid = a.tbl AND t.attnum = c.attnum
         LOOP
-            IF col.attname IS NULL OR col.attisdropped THEN
+            IF col.attnum_of_name IS NOT NULL AND col.attnum_of_name <> col.attnum THEN
+                -- numbered anew (a restored dump): follow the name
+                UPDATE imagekit.attachments x
+                   SET key_attnum = CASE WHEN col.role = 'key' THEN col.attnum_of_name ELSE x.key_attnum END,
+                       source_attnum = CASE WHEN col.role = 'source URL' THEN col.attnum_of_name ELSE x.source_attnum END,
+                       target_attnum = CASE WHEN col.role = 'target' THEN col.attnum_of_name ELSE x.target_attnum END
+                 WHERE x.tbl = a.tbl;
+            ELSIF col.attnum_of_name IS NULL AND col.name_of_attnum IS NOT NULL THEN
+                -- renamed: follow the number
+                UPDATE imagekit.attachments x
+                   SET key_column = CASE WHEN col.role = 'key' THEN col.name_of_attnum ELSE x.key_column END,
+                       source_column = CASE WHEN col.role = 'source URL' THEN col.name_of_attnum ELSE x.source_column END,
+                       target_column = CASE WHEN col.role = 'target' THEN col.name_of_attnum ELSE x.target_column END
+                 WHERE x.tbl = a.tbl;
+                renamed := true;
+            ELSIF col.attnum_of_name IS NULL THEN
                 RAISE EXCEPTION 'cannot drop column "%" of table "%"', col.old_name, a.tbl
                     USING ERRCODE = 'dependent_objects_still_exist',
                           DETAIL = format('It is the %s column of a table attached to imagekit.', col.role),
                           HINT = 'Detach the table with imagekit.detach() first.';
             END IF;
+        END LOOP;
+
+        FOR col IN SELECT c.role, t.attname, t.atttypid, format_type(t.atttypid, t.atttypmod) AS type_name
+                     FROM imagekit.attachments x
+                    CROSS JOIN LATERAL (VALUES ('key', x.key_column), ('source URL', x.source_column),
+                                               ('target', x.target_column)) AS c(role, name)
+                     JOIN pg_attribute t ON t.attrelid = x.tbl AND t.attname = c.name
+                    WHERE x.tbl = a.tbl
+        LOOP
             IF (col.role = 'key' AND col.type_name <> a.key_type)
                OR (col.role <> 'key' AND col.atttypid NOT IN ('text'::regtype, 'varchar'::regtype)) THEN
                 RAISE EXCEPTION 'cannot change the type of column "%" of table "%" to %',
@@ -826,17 +935,8 @@ BEGIN
                           HINT = 'Detach the table with imagekit.detach() first, and attach it again after the change.';
             END IF;
         END LOOP;
-        IF (SELECT array_agg(attname ORDER BY attnum) FROM pg_attribute
-             WHERE attrelid = a.tbl AND attnum IN (a.key_attnum, a.source_attnum, a.target_attnum))
-           IS DISTINCT FROM
-           (SELECT array_agg(n ORDER BY k) FROM (VALUES (a.key_attnum, a.key_column),
-                                                        (a.source_attnum, a.source_column),
-                                                        (a.target_attnum, a.target_column)) v(k, n)) THEN
-            UPDATE imagekit.attachments x
-               SET key_column = (SELECT attname FROM pg_attribute WHERE attrelid = a.tbl AND attnum = a.key_attnum),
-                   source_column = (SELECT attname FROM pg_attribute WHERE attrelid = a.tbl AND attnum = a.source_attnum),
-                   target_column = (SELECT attname FROM pg_attribute WHERE attrelid = a.tbl AND attnum = a.target_attnum)
-             WHERE x.tbl = a.tbl;
+
+        IF renamed THEN
             PERFORM imagekit.install_triggers(a.tbl);
         END IF;
     END LOOP;

@@ -43,6 +43,7 @@
 
 #include "access/xact.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
@@ -53,6 +54,8 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/resowner.h"
+#include "utils/syscache.h"
+#include "utils/timeout.h"
 
 #include "ik_assets.h"
 #include "ik_queue.h"
@@ -62,6 +65,8 @@
 
 /* how long recording a result may wait for a lock held by someone else */
 #define IK_STORE_LOCK_TIMEOUT "50ms"
+/* how long the row update may take, the table's triggers included */
+#define IK_STORE_TIMEOUT_MS 5000
 /* when a result kept because its row was locked is tried again */
 #define IK_PARK_DELAY_MS 1000
 
@@ -337,6 +342,7 @@ typedef enum IkStoreResult
 	IK_STORE_OK,				/* row updated, job recorded */
 	IK_STORE_GONE,				/* the row was deleted: nothing done */
 	IK_STORE_STALE,				/* the job is no longer ours: nothing done */
+	IK_STORE_CHANGED,			/* the row's source changed, unseen: *source */
 	IK_STORE_BLOCKED,			/* a lock was held: nothing done */
 	IK_STORE_FAILED				/* the row could not be updated: see *error */
 } IkStoreResult;
@@ -368,46 +374,66 @@ ik_queue_column_name(IkQueueJob *job, AttrNumber attnum)
 	return quote_identifier(name);
 }
 
+/* The table's owner now (not at the claim: ownership may have changed). */
+static Oid
+ik_queue_table_owner(IkQueueJob *job)
+{
+	HeapTuple	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(job->relid));
+	Oid			owner;
+
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "table %u of imagekit job " INT64_FORMAT " is gone",
+			 job->relid, job->id);
+	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
+	ReleaseSysCache(tup);
+	return owner;
+}
+
 /*
  * The job's row was not updated: look it up, as the worker (which sees
- * every row), to say why.
+ * every row, whatever its policies), with a snapshot of now, to say why.
+ * *source: the row's source when it changed; *error (in the caller's
+ * memory context) when the owner may not update it.
  */
 static IkStoreResult
-ik_queue_look_up_row(IkQueueJob *job, char **error)
+ik_queue_look_up_row(IkQueueJob *job, char **source, char **error)
 {
+	MemoryContext caller = CurrentMemoryContext;
 	char	   *sql;
-	Oid			argtypes[2] = {TEXTOID, TEXTOID};
-	Datum		args[2];
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		args[1];
 	IkStoreResult result;
 
-	sql = psprintf("SELECT %s = $2 FROM %s WHERE %s = $1::%s",
+	sql = psprintf("SELECT %s FROM %s WHERE %s = $1::%s",
 				   ik_queue_column_name(job, job->source_attnum),
 				   ik_queue_table_name(job),
 				   ik_queue_column_name(job, job->key_attnum), job->key_type);
 	args[0] = CStringGetTextDatum(job->row_key);
-	args[1] = CStringGetTextDatum(job->source_url);
 
 	SPI_connect();
-	if (SPI_execute_with_args(sql, 2, argtypes, args, NULL, true, 1) != SPI_OK_SELECT)
+	if (SPI_execute_with_args(sql, 1, argtypes, args, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not look up a row of %s.%s", job->nspname, job->relname);
 	if (SPI_processed == 0)
 		result = IK_STORE_GONE;
 	else
 	{
-		bool		isnull;
-		bool		same = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
-													  SPI_tuptable->tupdesc, 1,
-													  &isnull));
+		char	   *current = SPI_getvalue(SPI_tuptable->vals[0],
+										   SPI_tuptable->tupdesc, 1);
 
-		if (isnull || !same)
-			result = IK_STORE_STALE;	/* the source changed meanwhile */
+		if (current == NULL || strcmp(current, job->source_url) != 0)
+		{
+			/* the source changed meanwhile */
+			result = IK_STORE_CHANGED;
+			*source = current ? MemoryContextStrdup(caller, current) : NULL;
+		}
 		else
 		{
 			result = IK_STORE_FAILED;
-			*error = psprintf("could not store the URL in %s.%s: the row was not updated, "
-							  "because the table's owner cannot see it (row-level security) "
-							  "or a trigger of the table skipped the update",
-							  job->nspname, job->relname);
+			*error = MemoryContextStrdup(caller,
+										 psprintf("could not store the URL in %s.%s: the row was not updated, "
+												  "because the table's owner cannot see it (row-level security) "
+												  "or a trigger of the table skipped the update",
+												  job->nspname, job->relname));
 		}
 	}
 	SPI_finish();
@@ -418,41 +444,45 @@ ik_queue_look_up_row(IkQueueJob *job, char **error)
  * Store "url" in the job's row and record the job as "state", together or
  * not at all, in a subtransaction.  The row is updated first, as the
  * table's owner in a security-restricted operation, and only where its
- * source URL is still the one we downloaded.
+ * source URL is still the one we downloaded, within IK_STORE_TIMEOUT_MS
+ * (a timer, which the owner's code cannot change as it could a setting).
  */
 static IkStoreResult
 ik_queue_store(IkQueueJob *job, int64 token, const char *state,
-			   int attempts_delta, const char *url, char **error)
+			   int attempts_delta, const char *url, char **source,
+			   char **error)
 {
 	MemoryContext mcxt = CurrentMemoryContext;
 	ResourceOwner owner = CurrentResourceOwner;
 	Oid			save_userid;
 	int			save_sec;
 	volatile IkStoreResult result = IK_STORE_OK;
-	char	   *sql;
-	Oid			argtypes[3] = {TEXTOID, TEXTOID, TEXTOID};
-	Datum		args[3];
-
-	sql = psprintf("UPDATE %s SET %s = $1 WHERE %s = $2::%s AND %s = $3",
-				   ik_queue_table_name(job),
-				   ik_queue_column_name(job, job->target_attnum),
-				   ik_queue_column_name(job, job->key_attnum), job->key_type,
-				   ik_queue_column_name(job, job->source_attnum));
-	args[0] = CStringGetTextDatum(url);
-	args[1] = CStringGetTextDatum(job->row_key);
-	args[2] = CStringGetTextDatum(job->source_url);
 
 	GetUserIdAndSecContext(&save_userid, &save_sec);
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(mcxt);
+	enable_timeout_after(STATEMENT_TIMEOUT, IK_STORE_TIMEOUT_MS);
 	PG_TRY();
 	{
+		Oid			argtypes[3] = {TEXTOID, TEXTOID, TEXTOID};
+		Datum		args[3];
+		char	   *sql;
+		Oid			table_owner = ik_queue_table_owner(job);
 		int			nestlevel;
 		int			stored;
 
+		sql = psprintf("UPDATE %s SET %s = $1 WHERE %s = $2::%s AND %s = $3",
+					   ik_queue_table_name(job),
+					   ik_queue_column_name(job, job->target_attnum),
+					   ik_queue_column_name(job, job->key_attnum), job->key_type,
+					   ik_queue_column_name(job, job->source_attnum));
+		args[0] = CStringGetTextDatum(url);
+		args[1] = CStringGetTextDatum(job->row_key);
+		args[2] = CStringGetTextDatum(job->source_url);
+
 		/* nothing the owner's code sets outlives this step */
 		nestlevel = NewGUCNestLevel();
-		SetUserIdAndSecContext(job->owner, save_sec | SECURITY_RESTRICTED_OPERATION);
+		SetUserIdAndSecContext(table_owner, save_sec | SECURITY_RESTRICTED_OPERATION);
 		ik_storing_relid = job->relid;
 		SPI_connect();
 		/* deferred constraint triggers fire now, as the owner */
@@ -467,11 +497,12 @@ ik_queue_store(IkQueueJob *job, int64 token, const char *state,
 		AtEOXact_GUC(false, nestlevel);
 
 		if (stored == 0)
-			result = ik_queue_look_up_row(job, error);
+			result = ik_queue_look_up_row(job, source, error);
 		if (result == IK_STORE_OK &&
 			!ik_queue_record(job, token, state, attempts_delta, 0, url, NULL))
 			result = IK_STORE_STALE;	/* re-pointed or re-claimed meanwhile */
 
+		disable_timeout(STATEMENT_TIMEOUT, false);
 		if (result == IK_STORE_OK)
 			ReleaseCurrentSubTransaction();
 		else
@@ -483,6 +514,7 @@ ik_queue_store(IkQueueJob *job, int64 token, const char *state,
 	{
 		ErrorData  *edata;
 
+		disable_timeout(STATEMENT_TIMEOUT, false);
 		ik_storing_relid = InvalidOid;
 		SetUserIdAndSecContext(save_userid, save_sec);
 		MemoryContextSwitchTo(mcxt);
@@ -492,13 +524,23 @@ ik_queue_store(IkQueueJob *job, int64 token, const char *state,
 		RollbackAndReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(mcxt);
 		CurrentResourceOwner = owner;
-		if (edata->sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE)
-			result = IK_STORE_BLOCKED;
-		else
+		switch (edata->sqlerrcode)
 		{
-			*error = psprintf("could not store the URL in %s.%s: %s",
-							  job->nspname, job->relname, edata->message);
-			result = IK_STORE_FAILED;
+			case ERRCODE_LOCK_NOT_AVAILABLE:
+			case ERRCODE_T_R_DEADLOCK_DETECTED:
+			case ERRCODE_T_R_SERIALIZATION_FAILURE:
+				result = IK_STORE_BLOCKED;	/* try again later */
+				break;
+			case ERRCODE_QUERY_CANCELED:
+				result = IK_STORE_FAILED;
+				*error = psprintf("could not store the URL in %s.%s: the update took longer than %d ms (the table's triggers?)",
+								  job->nspname, job->relname, IK_STORE_TIMEOUT_MS);
+				break;
+			default:
+				result = IK_STORE_FAILED;
+				*error = psprintf("could not store the URL in %s.%s: %s",
+								  job->nspname, job->relname, edata->message);
+				break;
 		}
 		FreeErrorData(edata);
 	}
@@ -512,6 +554,7 @@ ik_queue_finish_job(IkQueueJob *job, int64 token)
 {
 	const char *state;
 	const char *url;
+	char	   *source = NULL;
 	char	   *error = NULL;
 
 	if (job->uploaded)
@@ -538,10 +581,18 @@ ik_queue_finish_job(IkQueueJob *job, int64 token)
 		url = job->url;
 	}
 
+	if (job->no_store)
+	{
+		/* even storing the fallback ended the worker: record it only */
+		if (!ik_queue_record(job, token, "fallback", 0, 0, NULL, NULL))
+			ik_queue_requeue_if_held(job, token);
+		return IK_FINISH_RECORDED;
+	}
+
 	/* attempts counts failures: a success, or a claim to store, is none */
 	switch (ik_queue_store(job, token, state,
 						   job->result == IK_JOB_FALLBACK && !job->no_attempt ? 0 : -1,
-						   url, &error))
+						   url, &source, &error))
 	{
 		case IK_STORE_OK:
 			break;
@@ -562,6 +613,25 @@ ik_queue_finish_job(IkQueueJob *job, int64 token)
 		case IK_STORE_STALE:
 			ik_queue_requeue_if_held(job, token);
 			break;
+		case IK_STORE_CHANGED:
+			{
+				/*
+				 * Usually the UPDATE trigger has re-pointed the job already;
+				 * if it has not (the change did not go through it), the job
+				 * takes the row's source now, or ends when it has none.
+				 */
+				Oid			argtypes[4] = {INT8OID, INT4OID, INT8OID, TEXTOID};
+				Datum		args[4] = {Int64GetDatum(job->id),
+					Int32GetDatum(job->generation), Int64GetDatum(token),
+				source ? CStringGetTextDatum(source) : (Datum) 0};
+				bool		isnull;
+
+				if (!DatumGetBool(ik_queue_call_value("SELECT imagekit.repoint_job($1, $2, $3, $4)",
+													  4, argtypes, args,
+													  source ? NULL : "   n", &isnull)))
+					ik_queue_requeue_if_held(job, token);
+				break;
+			}
 		case IK_STORE_BLOCKED:
 			/* keep the result in the job; stored when the lock is gone */
 			if (!ik_queue_record(job, token, "queued", -1, IK_PARK_DELAY_MS,

@@ -52,6 +52,7 @@ typedef struct IkQueueJob
 	char	   *source_url;
 	bool		pending;		/* claimed with a result to store */
 	bool		no_attempt;		/* this claim is not an attempt */
+	bool		no_store;		/* record the fallback without the row */
 
 	/* outcome, filled by the worker */
 	IkJobResult result;

@@ -754,9 +754,7 @@ ik_worker_dedup_and_claim(bool *installed)
 
 			dlist_push_tail(&ik_jobs, &job->node);
 			ik_njobs++;
-			if (job->q.pending)
-				job->phase = IK_PHASE_FINISHED; /* only its result to store */
-			else if (job->q.attempts > ik_max_retries)
+			if (job->q.attempts > ik_max_retries)
 			{
 				/* claimed that often, it ended its worker every time */
 				char	   *error = psprintf("gave up after %d attempts that ended without a result "
@@ -765,8 +763,12 @@ ik_worker_dedup_and_claim(bool *installed)
 
 				ik_job_finish(job, IK_JOB_FALLBACK, error, 0, -1);
 				job->q.no_attempt = true;
+				/* once more: storing the fallback ended it too */
+				job->q.no_store = job->q.attempts > ik_max_retries + 1;
 				job->q.attempts--;	/* as logged: the deaths */
 			}
+			else if (job->q.pending)
+				job->phase = IK_PHASE_FINISHED; /* only its result to store */
 			else
 				job->phase = IK_PHASE_DOWNLOAD;
 		}
@@ -894,6 +896,12 @@ ik_worker_main(Datum arg)
 	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
 	/* results lost in a crash are redone: no need to wait for WAL flushes */
 	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
+	/*
+	 * The worker reads attached tables as itself (a row's look-up, the
+	 * backfill): constraint exclusion could evaluate a table owner's CHECK
+	 * constraint of an inheritance child, as a superuser, while planning.
+	 */
+	SetConfigOption("constraint_exclusion", "off", PGC_SUSET, PGC_S_OVERRIDE);
 
 	/*
 	 * Image buffers are large and short-lived: keep them out of the heap,

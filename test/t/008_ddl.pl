@@ -129,6 +129,78 @@ set_enabled(1);
 ok(drained(), 'drained after the refusals');
 is(sq("SELECT count(*) FROM media.pictures WHERE image_url IS NULL"), '0', 'and every row has its URL');
 
+# a table dropped while its job is in flight: the worker goes on
+$ik->config(latency_ms => 1500);
+insert_rows('media.pictures', 'photo_id, source', 30, 30);
+ok($node->poll_query_until('postgres', "SELECT state = 'in_flight' FROM imagekit.jobs WHERE row_key = '30'"),
+	'a job in flight');
+my $pid = sq("SELECT pid FROM pg_stat_activity WHERE backend_type = 'imagekit worker'");
+sq("CREATE TABLE media.keep AS SELECT * FROM media.pictures");
+sq("DROP TABLE media.pictures");
+$ik->config(latency_ms => 0);
+ok($node->poll_query_until('postgres', "SELECT NOT EXISTS (SELECT FROM imagekit.jobs)"), 'its jobs went with it');
+sq("CREATE TABLE media.pictures (photo_id bigint PRIMARY KEY, source text); SELECT imagekit.attach('media.pictures', 'source', 'image_url')");
+insert_rows('media.pictures', 'photo_id, source', 31, 31);
+ok(drained(), 'drained');
+is(sq("SELECT pid FROM pg_stat_activity WHERE backend_type = 'imagekit worker'"), $pid,
+	'the worker that had the job in flight is still the same process');
+
+# a hostile table owner: column names cannot end the generated trigger
+# function's body (the rename is followed with the name as it is), and
+# nothing of the owner's runs as a superuser while the worker or attach()
+# read the table (constraint exclusion would fold an inheritance child's
+# CHECK constraint, and run its functions, while planning)
+# (promote() also leaves a file behind when it runs as a superuser, which
+# stays even where the transaction that ran it is rolled back)
+my $escalated = $node->basedir . '/escalated';
+sq(q{
+	CREATE ROLE mallory LOGIN;
+	GRANT CREATE ON SCHEMA public TO mallory;
+	SET ROLE mallory;
+	CREATE FUNCTION public.promote(path text) RETURNS boolean LANGUAGE plpgsql VOLATILE AS $$
+	BEGIN
+	    EXECUTE format('COPY (SELECT current_user) TO %L', path);
+	    EXECUTE 'ALTER ROLE mallory SUPERUSER';
+	    RETURN true;
+	EXCEPTION WHEN insufficient_privilege THEN
+	    RETURN true;
+	END $$;
+	CREATE FUNCTION public.skip() RETURNS trigger LANGUAGE plpgsql AS $$
+	BEGIN
+	    RETURN NULL;
+	END $$;
+	CREATE TABLE public.parent (id int PRIMARY KEY, url text);
+	CREATE TRIGGER skip BEFORE UPDATE ON public.parent FOR EACH ROW EXECUTE FUNCTION public.skip();
+	RESET ROLE;
+});
+sq("SET ROLE mallory;
+    CREATE FUNCTION public.innocent() RETURNS boolean LANGUAGE sql IMMUTABLE
+        AS 'SELECT public.promote(''$escalated'')';
+    CREATE TABLE public.child (CHECK (public.innocent())) INHERITS (public.parent);");
+insert_rows('public.parent', 'id, url', 40, 41);
+sq("SELECT imagekit.attach('public.parent', backfill => true)");
+ok(drained(), 'drained (the owner\'s trigger skips every update: each row is looked up)');
+is(sq("SELECT count(*) FROM imagekit.jobs WHERE tbl = 'public.parent'::regclass AND state = 'fallback'"), '2',
+	'the rows the owner\'s trigger skipped fell back');
+my ($rc, $out, $err) = $node->psql('postgres',
+	"SET ROLE mallory; SET check_function_bodies = off; "
+	  . 'ALTER TABLE public.parent RENAME COLUMN url TO "x$body$;ALTER ROLE mallory SUPERUSER;SELECT $body$"');
+is($rc, 0, 'the owner renames the source column to a name holding $body$');
+is(sq("SELECT source_column FROM imagekit.attachments WHERE tbl = 'public.parent'::regclass"),
+	'x$body$;ALTER ROLE mallory SUPERUSER;SELECT $body$', 'the rename is followed as it is');
+sq("DROP TRIGGER skip ON public.parent");
+sq('INSERT INTO public.parent (id, "x$body$;ALTER ROLE mallory SUPERUSER;SELECT $body$") VALUES (42, '
+	. "'$base/source/img-42-2000.png')");
+# (as the owner: a superuser's own UPDATE would plan the child's CHECK)
+sq('SET ROLE mallory; UPDATE public.parent SET "x$body$;ALTER ROLE mallory SUPERUSER;SELECT $body$" = '
+	. "'$base/source/img-43-2000.png' WHERE id = 40");
+ok(drained(), 'drained');
+# (ONLY: this test's own superuser query must not plan the child either)
+is(sq("SELECT count(*) FROM ONLY public.parent WHERE id IN (40, 42) AND imagekit_url LIKE 'https://ik.imagekit.io/demo/%'"), '2',
+	'the table works under its new column name');
+is(sq("SELECT rolsuper FROM pg_roles WHERE rolname = 'mallory'"), 'f', 'and the owner is no superuser');
+ok(!-e $escalated, 'none of the owner\'s code ran as a superuser');
+
 # after detach, the same DDL is the table owner's business
 sq("SELECT imagekit.detach('media.pictures')");
 is(ddl_fails("ALTER TABLE media.pictures DROP COLUMN source"), 'succeeded', 'a detached table can drop the column');
