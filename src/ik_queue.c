@@ -24,7 +24,8 @@
  * the queue.  The row is updated as the table's owner, only where its
  * source URL is still the one downloaded; when that updates nothing, the
  * row is looked up (as the worker) to tell a deleted row (the job ends)
- * from a changed one (stale) and from one the owner may not update
+ * from one whose source changed (the job follows it, should the triggers
+ * not have seen the change) and from one the owner may not update
  * (row-level security, a trigger: fallback with the reason).
  *
  * Storing runs the table's triggers, that is, code of the table's owner.
@@ -33,9 +34,11 @@
  * may not outlive a security-restricted operation) and every setting the
  * owner's code changes undone afterwards (as PostgreSQL does around index
  * builds), so that an error fails the job, never the worker, and nothing
- * the owner's code sets reaches other owners' jobs.  No lock is waited on
- * for long: a row locked by an application keeps its result in the job
- * (pending_state) to be stored later without another upload.
+ * the owner's code sets reaches other owners' jobs; a timer (which the
+ * owner's code cannot change, as it could lock_timeout) ends a store that
+ * takes too long.  No lock is waited on for long: a row locked by an
+ * application keeps its result in the job (pending_state) to be stored
+ * later without another upload.
  *
  *-------------------------------------------------------------------------
  */

@@ -6,30 +6,39 @@
  * Each worker owns a slot (its bgw_main_arg), connects to imagekit.database
  * and loops:
  *
- *	1. record each finished job in a short transaction of its own;
+ *	1. record each finished job in a short transaction of its own (one
+ *	   whose row or job row an application holds locked is kept and tried
+ *	   again a second later);
  *	2. one short transaction: look up the content hashes that were just
- *	   downloaded, move the inbox into the queue, claim more jobs when there
- *	   is room for a good part of a batch;
+ *	   downloaded, move the inbox into the queue, queue a batch of a pending
+ *	   backfill, claim more jobs when there is room for a good part of a
+ *	   batch (a job claimed more than imagekit.max_retries times without a
+ *	   result killed its worker each time: it falls back);
  *	3. outside any transaction: start downloads and uploads, never more than
- *	   imagekit.max_concurrent_uploads HTTP requests at once, all on the
- *	   process's one curl multi handle;
+ *	   imagekit.max_concurrent_uploads HTTP requests at once (nor more than
+ *	   the server's file descriptors allow), all on the process's one curl
+ *	   multi handle;
  *	4. wait on the latch and the sockets (ik_http_pump) and move each
  *	   finished request's job on.
  *
  * A job goes: download -> hash -> dedup (imagekit.assets, another job in
  * memory uploading the same bytes, or another worker holding the hash's
  * advisory lock) -> upload as <sha256>.<ext> with useUniqueFileName=false
- * (so a repeated upload replaces the same file) -> finished.  A failure is retried later by the queue (the job goes back
- * with next_attempt_at in the future; the worker never sleeps on it), or
+ * (so a repeated upload replaces the same file) -> finished.  A failure is
+ * retried later by the queue (the job goes back with next_attempt_at in
+ * the future; the worker never sleeps on it), or
  * falls back to the source URL when it is permanent or retries ran out.
  * A 429 pauses the uploads of every worker until the server's reset time;
  * a 401/403 holds this worker's jobs in the queue until the key changes.
  *
  * Idle, the worker sleeps on its latch: a commit that queued jobs sets it
- * (see ik_shmem.c), and the next due retry bounds the sleep; expired leases
- * are looked for every few seconds while busy and every 30 s when idle.
- * On a hot standby it waits for promotion.  Errors end the worker; the
- * postmaster restarts it and it first gives back the jobs its slot held.
+ * (see ik_shmem.c), and the next due retry bounds the sleep.  Every few
+ * seconds while busy, and every 30 s when idle, it puts back the jobs of
+ * lost leases (a worker that died, a server restarted: their lease token
+ * is no running worker's), folds the job counts of imagekit.status and
+ * removes finished jobs older than imagekit.job_retention.  On a hot
+ * standby it waits for promotion.  Errors end the worker; the postmaster
+ * restarts it and it first gives back what the dead process held.
  *
  *-------------------------------------------------------------------------
  */
@@ -614,7 +623,6 @@ ik_worker_record_finished(void)
 {
 	dlist_mutable_iter it;
 	bool		any = false;
-
 	TimestampTz now = GetCurrentTimestamp();
 
 	dlist_foreach_modify(it, &ik_jobs)
@@ -868,7 +876,6 @@ ik_worker_wait_ms(void)
 		wait = Min(wait, IK_RECORD_RETRY_MS);	/* a job kept to record later */
 	if (ik_more_to_queue && ik_claim_wanted)
 		wait = 0;
-
 	if (ik_refused_key != NULL && ik_refused_until > now)
 		wait = Min(wait, (long) ((ik_refused_until - now) / 1000) + 1);
 	return wait;

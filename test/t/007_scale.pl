@@ -50,18 +50,27 @@ sub claims
 {
 	my ($label) = @_;
 	my $offset = -s $node->logfile;
-	my $t0 = time;
-	my $out = sq("BEGIN;
-		SELECT count(*) FROM imagekit.claim(1, 1, 64, interval '5 min');
-		SELECT count(*) FROM imagekit.claim(1, 1, 64, interval '5 min');
-		SELECT count(*) FROM imagekit.claim(1, 1, 64, interval '5 min');
+	my $out = sq(q{BEGIN;
+		CREATE FUNCTION pg_temp.claims() RETURNS text LANGUAGE plpgsql AS $$
+		DECLARE
+		    t0 timestamptz := clock_timestamp();
+		    got text := '';
+		    n integer;
+		BEGIN
+		    FOR i IN 1 .. 3 LOOP
+		        SELECT count(*) INTO n FROM imagekit.claim(1, 1, 64, interval '5 min');
+		        got := got || n || ' ';
+		    END LOOP;
+		    RETURN got || round((extract(epoch FROM clock_timestamp() - t0) * 1000 / 3)::numeric, 2);
+		END $$;
+		SELECT pg_temp.claims();
 		SELECT imagekit.next_due_ms() <= 0;
-		ROLLBACK;");
-	my $took = (time - $t0) / 3;
-	is($out, "64\n64\n64\nt", "$label: three claims of 64 jobs");
+		ROLLBACK;});
+	my ($counts, $ms, $due) = $out =~ /^(\d+ \d+ \d+) ([\d.]+)\n(\w)$/;
+	is("$counts|$due", '64 64 64|t', "$label: three claims of 64 jobs");
 	unlike(substr(slurp_file($node->logfile), $offset), qr/temporary file/,
 		"$label: no claim sorted the backlog (no temporary file)");
-	note(sprintf('%s: %.1f ms per claim', $label, $took * 1000));
+	note("$label: $ms ms per claim of 64 jobs");
 }
 
 claims('without statistics');
@@ -149,6 +158,15 @@ $node->reload;
 ok($node->poll_query_until('postgres', "SELECT done || '/' || fallback = '100/0' FROM imagekit.status WHERE tbl = 'photos'::regclass"),
 	'the worker removed those finished more than an hour ago');
 is(sq("SELECT count(*) FROM imagekit.jobs WHERE state IN ('done', 'fallback')"), '100', 'and only those');
+
+# counts lost (changes that went around the triggers) are counted anew
+sq("DELETE FROM imagekit.job_counts");
+sq("SELECT imagekit.recount()");
+is(sq("SELECT string_agg(tbl || ':' || queued || '/' || in_flight || '/' || done || '/' || fallback, ' ' ORDER BY tbl::text) FROM imagekit.status"),
+	sq("SELECT string_agg(a.tbl || ':' || (SELECT count(*) FILTER (WHERE state = 'queued') || '/' || count(*) FILTER (WHERE state = 'in_flight')
+                       || '/' || count(*) FILTER (WHERE state = 'done') || '/' || count(*) FILTER (WHERE state = 'fallback')
+                       FROM imagekit.jobs j WHERE j.tbl = a.tbl), ' ' ORDER BY a.tbl::text) FROM imagekit.attachments a"),
+	'imagekit.recount() counts the queue anew');
 
 $node->stop;
 done_testing();
