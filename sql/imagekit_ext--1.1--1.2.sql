@@ -40,10 +40,12 @@ ALTER TABLE imagekit.attachments
     ADD COLUMN key_attnum smallint,
     ADD COLUMN source_attnum smallint,
     ADD COLUMN target_attnum smallint;
+-- (0: a column renamed under 1.1, which broke the table's triggers; renaming
+-- it back finds it again)
 UPDATE imagekit.attachments a
-   SET key_attnum = (SELECT attnum FROM pg_attribute WHERE attrelid = a.tbl AND attname = a.key_column),
-       source_attnum = (SELECT attnum FROM pg_attribute WHERE attrelid = a.tbl AND attname = a.source_column),
-       target_attnum = (SELECT attnum FROM pg_attribute WHERE attrelid = a.tbl AND attname = a.target_column);
+   SET key_attnum = coalesce((SELECT attnum FROM pg_attribute WHERE attrelid = a.tbl AND attname = a.key_column), 0),
+       source_attnum = coalesce((SELECT attnum FROM pg_attribute WHERE attrelid = a.tbl AND attname = a.source_column), 0),
+       target_attnum = coalesce((SELECT attnum FROM pg_attribute WHERE attrelid = a.tbl AND attname = a.target_column), 0);
 ALTER TABLE imagekit.attachments
     ALTER COLUMN key_attnum SET NOT NULL,
     ALTER COLUMN source_attnum SET NOT NULL,
