@@ -394,14 +394,16 @@ _PG_init(void)
 							 PGC_SUSET,
 							 GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE | GUC_NO_RESET_ALL,
 							 NULL, NULL, NULL);
-	DefineCustomIntVariable("imagekit.workers",
-							gettext_noop("Number of background worker processes."),
-							NULL,
-							&ik_workers,
-							1, 0, IK_MAX_WORKERS,
-							PGC_POSTMASTER,
-							0,
-							NULL, NULL, NULL);
+	/* server-start-only settings can be defined only while preloading */
+	if (process_shared_preload_libraries_in_progress)
+		DefineCustomIntVariable("imagekit.workers",
+								gettext_noop("Number of background worker processes."),
+								NULL,
+								&ik_workers,
+								1, 0, IK_MAX_WORKERS,
+								PGC_POSTMASTER,
+								0,
+								NULL, NULL, NULL);
 	DefineCustomIntVariable("imagekit.max_concurrent_uploads",
 							gettext_noop("HTTP requests (downloads and uploads) a worker has in flight at once."),
 							NULL,
@@ -636,6 +638,11 @@ imagekit_stats(PG_FUNCTION_ARGS)
 	Datum		values[8];
 	bool		nulls[8];
 
+	if (!ik_shmem_available())
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("imagekit_ext must be loaded via \"shared_preload_libraries\" to count in shared memory"),
+				 errhint("Add imagekit_ext to shared_preload_libraries and restart the server.")));
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
 	memset(nulls, false, sizeof(nulls));

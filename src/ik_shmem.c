@@ -165,6 +165,13 @@ ik_shmem_wake_workers(void)
 	}
 }
 
+/* Is the shared memory there (the library preloaded)? */
+bool
+ik_shmem_available(void)
+{
+	return ik_shared != NULL;
+}
+
 /* Wake the workers when the current transaction commits. */
 void
 ik_wake_on_commit(void)

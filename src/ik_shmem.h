@@ -25,6 +25,7 @@ typedef enum IkCounter
 } IkCounter;
 
 extern void ik_shmem_init(void);
+extern bool ik_shmem_available(void);
 extern void ik_shmem_register_worker(int slot, int64 token);
 extern int	ik_shmem_live_tokens(int64 *tokens);
 extern void ik_shmem_wake_workers(void);
