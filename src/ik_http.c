@@ -45,6 +45,7 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
+#include "ik_compat.h"
 #include "ik_http.h"
 
 #define IK_HTTP_MAX_EVENTS 64
@@ -278,7 +279,7 @@ ik_http_multi_setup(void)
 
 	if (ik_wait_set == NULL)
 	{
-		WaitEventSet *set = CreateWaitEventSet(TopMemoryContext, 3);
+		WaitEventSet *set = ik_create_session_wait_event_set(3);
 
 		AddWaitEventToSet(set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
 		AddWaitEventToSet(set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);

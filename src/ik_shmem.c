@@ -23,12 +23,13 @@
 #include "storage/proc.h"
 #include "storage/shmem.h"
 
+#include "ik_compat.h"
 #include "ik_settings.h"
 #include "ik_shmem.h"
 
 typedef struct IkShared
 {
-	pg_atomic_uint32 pgprocno[IK_MAX_WORKERS];	/* INVALID_PGPROCNO: none */
+	pg_atomic_uint32 pgprocno[IK_MAX_WORKERS];	/* IK_NO_PROC_NUMBER: none */
 	pg_atomic_uint32 in_flight[IK_MAX_WORKERS];
 	pg_atomic_uint64 token[IK_MAX_WORKERS]; /* lease token; 0: none */
 	pg_atomic_uint64 paused_until;	/* TimestampTz */
@@ -62,7 +63,7 @@ ik_shmem_startup(void)
 	{
 		for (int i = 0; i < IK_MAX_WORKERS; i++)
 		{
-			pg_atomic_init_u32(&ik_shared->pgprocno[i], INVALID_PGPROCNO);
+			pg_atomic_init_u32(&ik_shared->pgprocno[i], IK_NO_PROC_NUMBER);
 			pg_atomic_init_u32(&ik_shared->in_flight[i], 0);
 			pg_atomic_init_u64(&ik_shared->token[i], 0);
 		}
@@ -113,7 +114,7 @@ ik_shmem_unregister_worker(int code, Datum arg)
 {
 	int			slot = DatumGetInt32(arg);
 
-	pg_atomic_write_u32(&ik_shared->pgprocno[slot], INVALID_PGPROCNO);
+	pg_atomic_write_u32(&ik_shared->pgprocno[slot], IK_NO_PROC_NUMBER);
 	pg_atomic_write_u32(&ik_shared->in_flight[slot], 0);
 	pg_atomic_write_u64(&ik_shared->token[slot], 0);
 }
@@ -129,7 +130,7 @@ ik_shmem_register_worker(int slot, int64 token)
 {
 	Assert(ik_shared != NULL && slot >= 0 && slot < IK_MAX_WORKERS);
 	pg_atomic_write_u64(&ik_shared->token[slot], (uint64) token);
-	pg_atomic_write_u32(&ik_shared->pgprocno[slot], MyProc->pgprocno);
+	pg_atomic_write_u32(&ik_shared->pgprocno[slot], IK_MY_PROC_NUMBER);
 	before_shmem_exit(ik_shmem_unregister_worker, Int32GetDatum(slot));
 }
 
@@ -160,8 +161,8 @@ ik_shmem_wake_workers(void)
 	{
 		uint32		procno = pg_atomic_read_u32(&ik_shared->pgprocno[i]);
 
-		if (procno != INVALID_PGPROCNO)
-			SetLatch(&ProcGlobal->allProcs[procno].procLatch);
+		if (procno != IK_NO_PROC_NUMBER)
+			SetLatch(&GetPGProcByNumber(procno)->procLatch);
 	}
 }
 

@@ -1,0 +1,48 @@
+/*-------------------------------------------------------------------------
+ *
+ * ik_compat.h
+ *	  What differs between the PostgreSQL majors this extension builds
+ *	  against (15 to 19), in one place.
+ *
+ * Each difference is a macro or an inline function named after what it
+ * does here, with the version that changed it; the code elsewhere uses it
+ * and tests no PG_VERSION_NUM of its own.  16 sits between 15 and 17 in
+ * every difference below.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef IK_COMPAT_H
+#define IK_COMPAT_H
+
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "utils/memutils.h"
+
+/*
+ * A process's number in ProcGlobal->allProcs, kept in a uint32 atomic: 17
+ * replaced PGPROC.pgprocno and INVALID_PGPROCNO by MyProcNumber and
+ * INVALID_PROC_NUMBER.
+ */
+#if PG_VERSION_NUM >= 170000
+#define IK_MY_PROC_NUMBER		((uint32) MyProcNumber)
+#define IK_NO_PROC_NUMBER		((uint32) INVALID_PROC_NUMBER)
+#else
+#define IK_MY_PROC_NUMBER		((uint32) MyProc->pgprocno)
+#define IK_NO_PROC_NUMBER		((uint32) INVALID_PGPROCNO)
+#endif
+
+/*
+ * A wait event set that lives as long as the process: 17 ties a set to a
+ * resource owner (none: the session) instead of a memory context.
+ */
+static inline WaitEventSet *
+ik_create_session_wait_event_set(int nevents)
+{
+#if PG_VERSION_NUM >= 170000
+	return CreateWaitEventSet(NULL, nevents);
+#else
+	return CreateWaitEventSet(TopMemoryContext, nevents);
+#endif
+}
+
+#endif							/* IK_COMPAT_H */
