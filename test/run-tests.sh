@@ -23,6 +23,21 @@ case "${1:-}" in
 esac
 
 ik_install_deps
+
+# META.json (PGXN) says the version the control file installs
+control_version=$(sed -n "s/^default_version = '\(.*\)'$/\1/p" "$IK_ROOT/imagekit_ext.control")
+if ! python3 - "$IK_ROOT/META.json" "$control_version" <<'PY'
+import json, sys
+meta = json.load(open(sys.argv[1]))
+want = sys.argv[2] + ".0"
+got = {meta["version"], meta["provides"]["imagekit_ext"]["version"]}
+sys.exit(0 if got == {want} else "META.json says %s, imagekit_ext.control %s" % (sorted(got), want))
+PY
+then
+	echo "FAIL: META.json is not in step with imagekit_ext.control" >&2
+	exit 1
+fi
+
 work=$(ik_workdir)
 key=private_regress_$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')
 status=1
