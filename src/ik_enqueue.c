@@ -43,8 +43,8 @@ PG_FUNCTION_INFO_V1(imagekit_enqueue_insert);
 
 /*
  * Count "n" rows of table "relid" put in the inbox, for imagekit.status:
- * one row appended to imagekit.job_counts (which has no index, and whose
- * statement triggers the heap insert above bypasses).
+ * the inbox's own count trigger does not see plain heap inserts, so one
+ * row is appended to imagekit.job_counts the same way (it has no index).
  */
 static void
 ik_count_inbox(Oid nspid, Datum relid, int64 n)
