@@ -369,7 +369,7 @@ $$;
 -- therefore made the last resort for this function's plans.
 CREATE FUNCTION imagekit.claim(worker integer, token bigint, lim integer, lease interval)
 RETURNS TABLE (id bigint, generation integer, attempts integer, tbl regclass,
-               owner oid, nspname name, relname name, key_type text,
+               nspname name, relname name, key_type text,
                key_attnum smallint, source_attnum smallint, target_attnum smallint,
                row_key text, source_url text, pending_state text,
                result_url text, last_error text, last_http_status integer)
@@ -394,7 +394,7 @@ BEGIN
            updated_at = now()
       FROM c, imagekit.attachments a, pg_class r, pg_namespace n
      WHERE j.id = c.id AND a.tbl = j.tbl AND r.oid = j.tbl AND n.oid = r.relnamespace
-    RETURNING j.id, j.generation, j.attempts - 1, j.tbl, r.relowner, n.nspname,
+    RETURNING j.id, j.generation, j.attempts - 1, j.tbl, n.nspname,
               r.relname, a.key_type,
               (SELECT t.attnum FROM pg_attribute t WHERE t.attrelid = j.tbl AND t.attname = a.key_column),
               (SELECT t.attnum FROM pg_attribute t WHERE t.attrelid = j.tbl AND t.attname = a.source_column),

@@ -99,21 +99,9 @@ ik_queue_installed(void)
 	return false;
 }
 
-/* Run one call of the queue's functions; ERROR unless it returns rows. */
-static void
-ik_queue_call(const char *sql, int nargs, Oid *argtypes, Datum *args,
-			  const char *nulls)
-{
-	int			rc;
-
-	SPI_connect();
-	rc = ik_spi_execute(sql, nargs, argtypes, args, nulls, false, 0);
-	if (rc != SPI_OK_SELECT)
-		elog(ERROR, "imagekit queue call failed: %s", SPI_result_code_string(rc));
-	SPI_finish();
-}
-
-/* The same, for a function that returns one boolean or integer. */
+/*
+ * Run one call of the queue's functions (SELECT f(...)): its one value.
+ */
 static Datum
 ik_queue_call_value(const char *sql, int nargs, Oid *argtypes, Datum *args,
 					const char *nulls, bool *isnull)
@@ -127,6 +115,16 @@ ik_queue_call_value(const char *sql, int nargs, Oid *argtypes, Datum *args,
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, isnull);
 	SPI_finish();
 	return d;
+}
+
+/* The same, for a call whose value is not needed. */
+static void
+ik_queue_call(const char *sql, int nargs, Oid *argtypes, Datum *args,
+			  const char *nulls)
+{
+	bool		isnull;
+
+	(void) ik_queue_call_value(sql, nargs, argtypes, args, nulls, &isnull);
 }
 
 /*
@@ -238,25 +236,24 @@ ik_queue_claim(int slot, int64 token, int limit, int lease_ms,
 		job->generation = DatumGetInt32(SPI_getbinval(tup, desc, 2, &isnull));
 		job->attempts = DatumGetInt32(SPI_getbinval(tup, desc, 3, &isnull));
 		job->relid = DatumGetObjectId(SPI_getbinval(tup, desc, 4, &isnull));
-		job->owner = DatumGetObjectId(SPI_getbinval(tup, desc, 5, &isnull));
-		job->nspname = SPI_getvalue(tup, desc, 6);
-		job->relname = SPI_getvalue(tup, desc, 7);
-		job->key_type = SPI_getvalue(tup, desc, 8);
-		job->key_attnum = DatumGetInt16(SPI_getbinval(tup, desc, 9, &isnull));
-		job->source_attnum = DatumGetInt16(SPI_getbinval(tup, desc, 10, &isnull));
-		job->target_attnum = DatumGetInt16(SPI_getbinval(tup, desc, 11, &isnull));
-		job->row_key = SPI_getvalue(tup, desc, 12);
-		job->source_url = SPI_getvalue(tup, desc, 13);
-		pending = SPI_getvalue(tup, desc, 14);
+		job->nspname = SPI_getvalue(tup, desc, 5);
+		job->relname = SPI_getvalue(tup, desc, 6);
+		job->key_type = SPI_getvalue(tup, desc, 7);
+		job->key_attnum = DatumGetInt16(SPI_getbinval(tup, desc, 8, &isnull));
+		job->source_attnum = DatumGetInt16(SPI_getbinval(tup, desc, 9, &isnull));
+		job->target_attnum = DatumGetInt16(SPI_getbinval(tup, desc, 10, &isnull));
+		job->row_key = SPI_getvalue(tup, desc, 11);
+		job->source_url = SPI_getvalue(tup, desc, 12);
+		pending = SPI_getvalue(tup, desc, 13);
 		if (pending != NULL)
 		{
 			/* a result kept while its row was locked: store it now */
 			job->pending = true;
 			job->no_attempt = true;
 			job->result = strcmp(pending, "done") == 0 ? IK_JOB_DONE : IK_JOB_FALLBACK;
-			job->url = SPI_getvalue(tup, desc, 15);
-			job->error = SPI_getvalue(tup, desc, 16);
-			job->http_status = DatumGetInt32(SPI_getbinval(tup, desc, 17, &isnull));
+			job->url = SPI_getvalue(tup, desc, 14);
+			job->error = SPI_getvalue(tup, desc, 15);
+			job->http_status = DatumGetInt32(SPI_getbinval(tup, desc, 16, &isnull));
 			if (isnull)
 				job->http_status = 0;
 		}

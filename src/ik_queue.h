@@ -41,7 +41,6 @@ typedef struct IkQueueJob
 	int32		generation;
 	int32		attempts;		/* failed attempts before (deaths too) */
 	Oid			relid;			/* the table */
-	Oid			owner;			/* the table's owner */
 	char	   *nspname;		/* for messages: names as claimed */
 	char	   *relname;
 	char	   *key_type;
