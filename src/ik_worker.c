@@ -947,7 +947,10 @@ ik_worker_main(Datum arg)
 
 		if (RecoveryInProgress() || (!ik_enabled && ik_njobs == 0))
 		{
-			pgstat_report_activity(STATE_IDLE, NULL);
+			/* shown in pg_stat_activity.query: what the worker waits for */
+			pgstat_report_activity(STATE_IDLE, RecoveryInProgress() ?
+									"imagekit: waiting for the end of recovery" :
+									"imagekit: paused (imagekit.enabled = off)");
 			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 							 RecoveryInProgress() ? 1000L : IK_IDLE_WAIT_MS,
 							 PG_WAIT_EXTENSION);

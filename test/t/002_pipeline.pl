@@ -7,6 +7,7 @@ use warnings;
 use FindBin;
 use lib "$FindBin::RealBin/../perl";
 
+use ImageKitNode;
 use ImageKitStandIn;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
@@ -49,11 +50,7 @@ sub insert_sources
 	$node->safe_psql('postgres',
 		"INSERT INTO coffee_images (url) SELECT '$base/source/img-' || (g % $mod) || '-$bytes.png' FROM generate_series($from, $to) g");
 }
-sub drained
-{
-	return $node->poll_query_until('postgres',
-		"SELECT NOT EXISTS (SELECT FROM imagekit.jobs WHERE state IN ('queued', 'in_flight')) AND NOT EXISTS (SELECT FROM imagekit.inbox)");
-}
+sub drained { return ik_drained($node); }
 sub sq { return $node->safe_psql('postgres', $_[0]); }
 
 # a bulk insert is drained completely, with the right URLs
@@ -208,29 +205,22 @@ is(scalar(grep { keys %{ $by_hash{$_} } > 1 } keys %by_hash), 0, 'no content sto
 is(sq("SELECT count(*) FROM (SELECT content_hash FROM imagekit.assets GROUP BY 1 HAVING count(*) > 1) d"), '0', 'no duplicate assets');
 
 # imagekit.enabled = off pauses the worker
-sq("ALTER SYSTEM SET imagekit.enabled = off");
-$node->reload;
-sleep(1);
+ik_set_enabled($node, 0);
 $ik->reset;
 insert_sources(11000, 11004);
 sleep(2);
 is($ik->stats->{downloads}, 0, 'nothing happens while disabled');
-sq("ALTER SYSTEM SET imagekit.enabled = on");
-$node->reload;
+ik_set_enabled($node, 1);
 ok(drained(), 'enabled again: drained');
 
 # while rows wait in the inbox: a source changed in the inserting transaction
 # is the one fetched, and a URL stored by the application is kept
-sq("ALTER SYSTEM SET imagekit.enabled = off");
-$node->reload;
-$node->poll_query_until('postgres', "SELECT current_setting('imagekit.enabled') = 'off'");
-sleep(1);
+ik_set_enabled($node, 0);
 sq("BEGIN; INSERT INTO coffee_images (url) VALUES ('$base/source/img-12000-2000.png'); "
 	  . "UPDATE coffee_images SET url = '$base/source/img-12001-2000.png' WHERE url LIKE '%img-12000-%'; COMMIT;");
 sq("INSERT INTO coffee_images (url) VALUES ('$base/source/img-12002-2000.png')");
 sq("UPDATE coffee_images SET imagekit_url = 'https://ik.imagekit.io/demo/app-set.png' WHERE url LIKE '%img-12002-%'");
-sq("ALTER SYSTEM SET imagekit.enabled = on");
-$node->reload;
+ik_set_enabled($node, 1);
 ok(drained(), 'inbox drained');
 is(sq("SELECT j.source_url LIKE '%img-12001-%' AND c.imagekit_url = a.url FROM coffee_images c JOIN imagekit.jobs j ON j.row_key = c.id::text JOIN imagekit.assets a ON a.content_hash = j.content_hash WHERE c.url LIKE '%img-12001-%'"),
 	't', 'the source changed in the inserting transaction is the one uploaded');

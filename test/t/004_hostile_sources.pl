@@ -7,6 +7,7 @@ use warnings;
 use FindBin;
 use lib "$FindBin::RealBin/../perl";
 
+use ImageKitNode;
 use ImageKitStandIn;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
@@ -41,8 +42,7 @@ sub settle
 	my (@urls) = @_;
 	my $values = join(', ', map { "('" . ($_ =~ s/'/''/gr) . "')" } @urls);
 	sq("TRUNCATE imgs; DELETE FROM imagekit.jobs; INSERT INTO imgs (url) VALUES $values");
-	$node->poll_query_until('postgres',
-		"SELECT NOT EXISTS (SELECT FROM imagekit.jobs WHERE state IN ('queued', 'in_flight')) AND NOT EXISTS (SELECT FROM imagekit.inbox)")
+	ik_drained($node)
 	  or die 'the worker did not settle';
 	my %r;
 	for my $line (split /\n/, sq("SELECT source_url, state || '|' || attempts || '|' || coalesce(last_error, '') FROM imagekit.jobs"))

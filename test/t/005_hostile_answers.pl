@@ -8,6 +8,7 @@ use warnings;
 use FindBin;
 use lib "$FindBin::RealBin/../perl";
 
+use ImageKitNode;
 use ImageKitStandIn;
 use MIME::Base64 qw(encode_base64);
 use PostgreSQL::Test::Cluster;
@@ -116,8 +117,7 @@ is($err, '', 'imagekit_upload still works');
 sub settle
 {
 	my ($what) = @_;
-	$node->poll_query_until('postgres',
-		"SELECT NOT EXISTS (SELECT FROM imagekit.jobs WHERE state IN ('queued', 'in_flight')) AND NOT EXISTS (SELECT FROM imagekit.inbox)")
+	ik_drained($node)
 	  or die "the worker did not settle: $what";
 }
 my $seed = 100;

@@ -12,6 +12,7 @@ use warnings;
 use FindBin;
 use lib "$FindBin::RealBin/../perl";
 
+use ImageKitNode;
 use ImageKitSession;
 use ImageKitStandIn;
 use PostgreSQL::Test::Cluster;
@@ -40,26 +41,6 @@ $node->start;
 sub sq { return $node->safe_psql($_[1] // 'postgres', $_[0]); }
 sub src { my ($seed) = @_; return $ik->source_url($seed); }
 
-# Every queued row of "db" has ended: nothing in the inbox, nothing queued
-# or in flight (one snapshot, so a row cannot hide between inbox and queue).
-sub drained
-{
-	my ($n, $db) = @_;
-	return $n->poll_query_until($db // 'postgres',
-		"SELECT NOT EXISTS (SELECT FROM imagekit.inbox)
-		    AND NOT EXISTS (SELECT FROM imagekit.jobs WHERE state IN ('queued', 'in_flight'))");
-}
-
-sub set_enabled
-{
-	my ($n, $on) = @_;
-	$n->safe_psql('postgres', "ALTER SYSTEM SET imagekit.enabled = " . ($on ? 'on' : 'off'));
-	$n->reload;
-	$n->poll_query_until('postgres', "SELECT current_setting('imagekit.enabled') = '" . ($on ? 'on' : 'off') . "'");
-	# the worker has taken the reload when it is idle with that setting
-	usleep(300_000);
-}
-
 sub worker_pid
 {
 	my ($n) = @_;
@@ -82,12 +63,12 @@ sq(q{
 # --------------------------------------------------------------------------
 sq("INSERT INTO coffee_images (id, url) SELECT g, '$base/source/img-' || g || '-2000.png' FROM generate_series(1, 5) g");
 sq("INSERT INTO coffee_images (id, url) VALUES (6, '$base/source/missing-6.png')");
-ok(drained($node), 'first rows drained');
+ok(ik_drained($node), 'first rows drained');
 $ik->config(latency_ms => 4000);
 sq("INSERT INTO coffee_images (id, url) SELECT g, '$base/source/img-' || g || '-2000.png' FROM generate_series(7, 9) g");
 ok($node->poll_query_until('postgres', "SELECT count(*) = 3 FROM imagekit.jobs WHERE state = 'in_flight'"),
 	'three jobs in flight');
-set_enabled($node, 0);
+ik_set_enabled($node, 0);
 # queued by the UPDATE trigger (a new source) and in the inbox (new rows)
 sq("UPDATE coffee_images SET url = '$base/source/img-1001-2000.png' WHERE id = 1");
 sq("INSERT INTO coffee_images (id, url) SELECT g, '$base/source/img-' || g || '-2000.png' FROM generate_series(10, 13) g");
@@ -98,8 +79,8 @@ is(sq("SELECT count(*) FROM imagekit.inbox"), '4', 'and four rows in the inbox')
 my $dump = $node->basedir . '/queue.dump';
 $node->command_ok([ 'pg_dump', '-Fc', '-f', $dump, '-d', $node->connstr('postgres') ], 'pg_dump');
 $ik->config(latency_ms => 0);
-set_enabled($node, 1);
-ok(drained($node), 'the original drains');
+ik_set_enabled($node, 1);
+ok(ik_drained($node), 'the original drains');
 
 my $expect_status = 'coffee_images|0|0|12|1';
 my $status_sql = "SELECT tbl, queued, in_flight, done, fallback FROM imagekit.status";
@@ -115,7 +96,7 @@ is(sq("SELECT a.source_attnum = s.attnum AND a.target_attnum = t.attnum
 	't', 'the attached columns, numbered anew by the restore, are found by name');
 sq("ALTER SYSTEM SET imagekit.database = 'restored'");
 $node->reload;
-ok(drained($node, 'restored'), 'the restored queue drains');
+ok(ik_drained($node, 'restored'), 'the restored queue drains');
 is(sq("SELECT count(*) FROM coffee_images WHERE imagekit_url IS NULL", 'restored'), '0', 'every restored row has a URL');
 is(sq("SELECT count(*) FROM coffee_images c JOIN imagekit.jobs j ON j.row_key = c.id::text
        WHERE j.state = 'done' AND c.imagekit_url LIKE 'https://ik.imagekit.io/demo/%'", 'restored'), '12',
@@ -131,12 +112,12 @@ $fresh->init;
 $fresh->append_conf('postgresql.conf', $conf);
 $fresh->start;
 $fresh->command_ok([ 'pg_restore', '-d', $fresh->connstr('postgres'), $dump ], 'pg_restore into a fresh cluster');
-ok(drained($fresh), 'the fresh cluster drains the restored queue');
+ok(ik_drained($fresh), 'the fresh cluster drains the restored queue');
 is($fresh->safe_psql('postgres', "SELECT count(*) FROM coffee_images WHERE imagekit_url IS NULL"), '0',
 	'every row has a URL in the fresh cluster');
 is($fresh->safe_psql('postgres', $status_sql), $expect_status, 'imagekit.status there too');
 $fresh->safe_psql('postgres', "INSERT INTO coffee_images (id, url) VALUES (100, '$base/source/img-100-2000.png')");
-ok(drained($fresh), 'and a new row after the restore');
+ok(ik_drained($fresh), 'and a new row after the restore');
 like($fresh->safe_psql('postgres', "SELECT imagekit_url FROM coffee_images WHERE id = 100"),
 	qr{^https://ik\.imagekit\.io/demo/}, 'gets its URL');
 $fresh->stop;
@@ -166,13 +147,13 @@ is(sq("SELECT c.imagekit_url = a.url FROM coffee_images c, imagekit.jobs j, imag
 # --------------------------------------------------------------------------
 # An UPDATE of a queued row's primary key: the job follows the row.
 # --------------------------------------------------------------------------
-set_enabled($node, 0);
+ik_set_enabled($node, 0);
 sq("INSERT INTO coffee_images (id, url) VALUES (300, '" . src(300) . "'), (301, '" . src(301) . "')");
 sq("SELECT imagekit.absorb_inbox(100)");
 sq("INSERT INTO coffee_images (id, url) VALUES (302, '" . src(302) . "')");
 sq("UPDATE coffee_images SET id = id + 1000 WHERE id IN (300, 302)");
-set_enabled($node, 1);
-ok(drained($node), 'drained after the key updates');
+ik_set_enabled($node, 1);
+ok(ik_drained($node), 'drained after the key updates');
 is(sq("SELECT count(*) FROM coffee_images WHERE id IN (301, 1300, 1302) AND imagekit_url LIKE 'https://ik.imagekit.io/demo/%'"),
 	'3', 'the rows under their new keys got their URLs');
 is(sq("SELECT count(*) FROM imagekit.jobs WHERE row_key IN ('300', '302')"), '0', 'no job is left under an old key');
@@ -182,7 +163,7 @@ is(sq("SELECT count(*) FROM imagekit.jobs WHERE row_key IN ('300', '302')"), '0'
 # triggers' back (session_replication_role = replica) is found when the
 # result is stored, and the job follows it.
 # --------------------------------------------------------------------------
-set_enabled($node, 0);
+ik_set_enabled($node, 0);
 sq("INSERT INTO coffee_images (id, url) VALUES (303, '" . src(303) . "'), (304, '" . src(304) . "'),
        (305, '" . src(305) . "'), (306, '" . src(306) . "')");
 sq("SELECT imagekit.absorb_inbox(100)");
@@ -191,8 +172,8 @@ sq("UPDATE coffee_images SET url = '' WHERE id = 304");
 is(sq("SELECT count(*) FROM imagekit.jobs WHERE row_key IN ('303', '304')"), '0', 'a source set to NULL or empty ends its job');
 sq("SET session_replication_role = replica; UPDATE coffee_images SET url = '" . src(1305) . "' WHERE id = 305");
 sq("SET session_replication_role = replica; UPDATE coffee_images SET url = NULL WHERE id = 306");
-set_enabled($node, 1);
-ok(drained($node), 'drained');
+ik_set_enabled($node, 1);
+ok(ik_drained($node), 'drained');
 is(sq("SELECT c.imagekit_url LIKE '%/' || a.content_hash || '.png' FROM coffee_images c, imagekit.jobs j, imagekit.assets a
        WHERE c.id = 305 AND j.row_key = '305' AND j.source_url = c.url AND a.content_hash = j.content_hash"),
 	't', 'a source changed without the triggers: the job followed it, the row has the new source\'s URL');
@@ -203,7 +184,7 @@ is(sq("SELECT count(*) FROM imagekit.jobs WHERE row_key = '306'") . '/' . sq("SE
 # TRUNCATE drops the table's pending jobs.
 # --------------------------------------------------------------------------
 sq("CREATE TABLE trunc (id int PRIMARY KEY, url text); SELECT imagekit.attach('trunc');");
-set_enabled($node, 0);
+ik_set_enabled($node, 0);
 sq("INSERT INTO trunc SELECT g, '$base/source/img-' || (4000 + g) || '-2000.png' FROM generate_series(1, 10) g");
 sq("SELECT imagekit.absorb_inbox(100)");
 sq("INSERT INTO trunc SELECT g, '$base/source/img-' || (4000 + g) || '-2000.png' FROM generate_series(11, 20) g");
@@ -213,9 +194,9 @@ sq("TRUNCATE trunc");
 is(sq("SELECT (SELECT count(*) FROM imagekit.jobs WHERE tbl = 'trunc'::regclass) || '/' || (SELECT count(*) FROM imagekit.inbox)"),
 	'0/0', 'TRUNCATE took them along');
 $ik->reset;
-set_enabled($node, 1);
+ik_set_enabled($node, 1);
 sq("INSERT INTO trunc VALUES (99, '" . src(4099) . "')");
-ok(drained($node), 'drained');
+ok(ik_drained($node), 'drained');
 is($ik->stats->{downloads}, 1, 'only the row inserted after TRUNCATE was downloaded');
 
 # --------------------------------------------------------------------------
@@ -232,7 +213,7 @@ sq(q{
 	SELECT imagekit.attach('hidden');
 });
 sq("INSERT INTO hidden VALUES (1, '" . src(5001) . "', true), (2, '" . src(5002) . "', false)");
-ok(drained($node), 'drained');
+ok(ik_drained($node), 'drained');
 is(sq("SELECT imagekit_url LIKE 'https://ik.imagekit.io/demo/%' FROM hidden WHERE id = 1"), 't', 'the visible row got its URL');
 is(sq("SELECT state || ': ' || last_error FROM imagekit.jobs WHERE tbl = 'hidden'::regclass AND row_key = '2'"),
 	'fallback: could not store the URL in public.hidden: the row was not updated, because the table\'s owner cannot see it (row-level security) or a trigger of the table skipped the update',
@@ -244,7 +225,7 @@ ok($node->log_contains('could not store the URL for public.hidden row 2'), 'with
 # URL once the lock goes, without a second upload.
 # --------------------------------------------------------------------------
 sq("CREATE TABLE other_images (id int PRIMARY KEY, url text); SELECT imagekit.attach('other_images');");
-set_enabled($node, 0);
+ik_set_enabled($node, 0);
 sq("INSERT INTO coffee_images (id, url) SELECT g, '$base/source/img-' || g || '-2000.png' FROM generate_series(6000, 6050) g");
 sq("INSERT INTO other_images SELECT g, '$base/source/img-' || (7000 + g) || '-2000.png' FROM generate_series(1, 10) g");
 my $locker = ImageKitSession->new($node, 'postgres');
@@ -252,7 +233,7 @@ $locker->query('BEGIN');
 $locker->query("UPDATE coffee_images SET note = 'locked' WHERE id = 6000");
 $ik->reset;
 my $t0 = time;
-set_enabled($node, 1);
+ik_set_enabled($node, 1);
 ok($node->poll_query_until('postgres',
 	"SELECT (SELECT count(*) FROM coffee_images WHERE id BETWEEN 6001 AND 6050 AND imagekit_url IS NOT NULL) = 50
 	    AND (SELECT count(*) FROM other_images WHERE imagekit_url IS NOT NULL) = 10"),
@@ -264,7 +245,12 @@ ok($node->poll_query_until('postgres',
 	'its result is kept in the job');
 my $uploads = $ik->stats->{uploads};
 is($uploads, 61, 'each row uploaded once');
-sleep(2);
+# the kept result is tried again, and kept again, while the lock holds
+my $parked_until = sq("SELECT next_attempt_at FROM imagekit.jobs WHERE tbl = 'coffee_images'::regclass AND row_key = '6000'");
+ok($node->poll_query_until('postgres',
+	"SELECT state = 'queued' AND pending_state = 'done' AND next_attempt_at > '$parked_until'
+	   FROM imagekit.jobs WHERE tbl = 'coffee_images'::regclass AND row_key = '6000'"),
+	'tried again under the lock, and kept again');
 $locker->query('COMMIT');
 $locker->quit;
 ok($node->poll_query_until('postgres', "SELECT imagekit_url IS NOT NULL FROM coffee_images WHERE id = 6000"),
@@ -317,7 +303,7 @@ my $pid = worker_pid($node);
 $ik->reset;
 sq("INSERT INTO evil SELECT g, '$base/source/img-' || (8000 + g) || '-2000.png' FROM generate_series(1, 20) g");
 sq("INSERT INTO deferred SELECT g, '$base/source/img-' || (8100 + g) || '-2000.png' FROM generate_series(1, 5) g");
-ok(drained($node), 'drained');
+ok(ik_drained($node), 'drained');
 is(sq("SELECT count(*) FROM evil WHERE imagekit_url LIKE 'https://ik.imagekit.io/demo/%'"), '18', 'the hostile table got its URLs');
 is(sq("SELECT state || ': ' || last_error FROM imagekit.jobs WHERE tbl = 'evil'::regclass AND row_key = '14'"),
 	'fallback: could not store the URL in public.evil: the update took longer than 5000 ms (the table\'s triggers?)',
@@ -328,7 +314,7 @@ is(sq("SELECT count(*) FROM deferred WHERE imagekit_url LIKE 'https://ik.imageki
 	'a table with a deferred constraint trigger got its URLs');
 is(sq("SELECT count(*) || ' by ' || min(by_role) FROM deferred_log"), '5 by mallory', 'the deferred trigger ran, as the owner');
 sq("INSERT INTO coffee_images (id, url) SELECT g, '$base/source/img-' || g || '-2000.png' FROM generate_series(8500, 8504) g");
-ok(drained($node), 'drained');
+ok(ik_drained($node), 'drained');
 my @folders = map { $_->{folder} } grep { $_->{name} =~ /^[0-9a-f]{64}\.png$/ } @{ $ik->stats->{files} };
 is(scalar(grep { $_ ne '/coffee-images/' } @folders), 0, 'every upload went to the configured folder, none to /evil/');
 is(worker_pid($node), $pid, 'the worker is the same process: nothing made it exit');
@@ -349,10 +335,10 @@ sub top_memory
 }
 sq("CREATE TABLE missing (id int PRIMARY KEY, url text); SELECT imagekit.attach('missing');");
 sq("INSERT INTO missing SELECT g, '$base/source/missing-' || g || '.png' FROM generate_series(1, 50) g");
-ok(drained($node), 'fifty fallbacks to warm up');
+ok(ik_drained($node), 'fifty fallbacks to warm up');
 my $before = top_memory();
 sq("INSERT INTO missing SELECT g, '$base/source/missing-' || g || '.png' FROM generate_series(51, 350) g");
-ok(drained($node), 'three hundred more fallbacks');
+ok(ik_drained($node), 'three hundred more fallbacks');
 is(sq("SELECT count(*) FROM imagekit.jobs WHERE tbl = 'missing'::regclass AND state = 'fallback'"), '350', 'all fell back');
 my $after = top_memory();
 cmp_ok($after - $before, '<', 32 * 1024, "TopMemoryContext of the worker: $before -> $after bytes");

@@ -8,6 +8,7 @@ use warnings;
 use FindBin;
 use lib "$FindBin::RealBin/../perl";
 
+use ImageKitNode;
 use ImageKitStandIn;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
@@ -27,23 +28,6 @@ $node->append_conf('postgresql.conf',
 $node->start;
 
 sub sq { return $node->safe_psql('postgres', $_[0]); }
-
-sub drained
-{
-	return $node->poll_query_until('postgres',
-		"SELECT NOT EXISTS (SELECT FROM imagekit.inbox)
-		    AND NOT EXISTS (SELECT FROM imagekit.jobs WHERE state IN ('queued', 'in_flight'))");
-}
-
-sub set_enabled
-{
-	my ($on) = @_;
-	my $v = $on ? 'on' : 'off';
-	sq("ALTER SYSTEM SET imagekit.enabled = $v");
-	$node->reload;
-	$node->poll_query_until('postgres', "SELECT current_setting('imagekit.enabled') = '$v'");
-	sleep(1);
-}
 
 sub insert_rows
 {
@@ -82,8 +66,8 @@ is(sq("SELECT tbl, key_column, source_column, target_column FROM imagekit.attach
 	'media.photos|photo_id|source|cdn_url', 'the attachment follows the renames');
 insert_rows('media.photos', 'photo_id, source', 11, 15);
 sq("UPDATE media.photos SET source = '$base/source/img-105-2000.png' WHERE photo_id = 5");
-set_enabled(1);
-ok(drained(), 'drained after the renames');
+ik_set_enabled($node, 1);
+ok(ik_drained($node), 'drained after the renames');
 is(sq("SELECT count(*) FROM media.photos WHERE cdn_url LIKE 'https://ik.imagekit.io/demo/%'"), '15',
 	'every row, queued before or after the renames, got its URL');
 is(sq("SELECT count(*) FROM imagekit.jobs WHERE state = 'done'"), '15', 'and every job is done');
@@ -96,12 +80,12 @@ ok($node->poll_query_until('postgres', "SELECT state = 'in_flight' FROM imagekit
 sq("ALTER TABLE media.photos RENAME COLUMN cdn_url TO image_url");
 sq("ALTER TABLE media.photos RENAME TO pictures");
 $ik->config(latency_ms => 0);
-ok(drained(), 'drained');
+ok(ik_drained($node), 'drained');
 like(sq("SELECT image_url FROM media.pictures WHERE photo_id = 16"), qr{^https://ik\.imagekit\.io/demo/},
 	'the job in flight during the renames stored its URL');
 
 # what would break every INSERT is refused, with jobs queued meanwhile
-set_enabled(0);
+ik_set_enabled($node, 0);
 insert_rows('media.pictures', 'photo_id, source', 17, 18);
 like(ddl_fails("ALTER TABLE media.pictures DROP COLUMN source"),
 	qr/ERROR:  2BP01: cannot drop column "source" of table "media.pictures"\nDETAIL:  It is the source URL column of a table attached to imagekit.\nHINT:  Detach the table with imagekit.detach\(\) first./,
@@ -125,8 +109,8 @@ is(ddl_fails("ALTER TABLE media.pictures ALTER COLUMN source TYPE varchar(2000)"
 	'a text type the triggers take (varchar) is accepted');
 is(ddl_fails("ALTER TABLE media.pictures DROP COLUMN note"), 'succeeded', 'other columns can be dropped');
 insert_rows('media.pictures', 'photo_id, source', 19, 20);
-set_enabled(1);
-ok(drained(), 'drained after the refusals');
+ik_set_enabled($node, 1);
+ok(ik_drained($node), 'drained after the refusals');
 is(sq("SELECT count(*) FROM media.pictures WHERE image_url IS NULL"), '0', 'and every row has its URL');
 
 # a table dropped while its job is in flight: the worker goes on
@@ -141,7 +125,7 @@ $ik->config(latency_ms => 0);
 ok($node->poll_query_until('postgres', "SELECT NOT EXISTS (SELECT FROM imagekit.jobs)"), 'its jobs went with it');
 sq("CREATE TABLE media.pictures (photo_id bigint PRIMARY KEY, source text); SELECT imagekit.attach('media.pictures', 'source', 'image_url')");
 insert_rows('media.pictures', 'photo_id, source', 31, 31);
-ok(drained(), 'drained');
+ok(ik_drained($node), 'drained');
 is(sq("SELECT pid FROM pg_stat_activity WHERE backend_type = 'imagekit worker'"), $pid,
 	'the worker that had the job in flight is still the same process');
 
@@ -179,7 +163,7 @@ sq("SET ROLE mallory;
     CREATE TABLE public.child (CHECK (public.innocent())) INHERITS (public.parent);");
 insert_rows('public.parent', 'id, url', 40, 41);
 sq("SELECT imagekit.attach('public.parent', backfill => true)");
-ok(drained(), 'drained (the owner\'s trigger skips every update: each row is looked up)');
+ok(ik_drained($node), 'drained (the owner\'s trigger skips every update: each row is looked up)');
 is(sq("SELECT count(*) FROM imagekit.jobs WHERE tbl = 'public.parent'::regclass AND state = 'fallback'"), '2',
 	'the rows the owner\'s trigger skipped fell back');
 my ($rc, $out, $err) = $node->psql('postgres',
@@ -194,7 +178,7 @@ sq('INSERT INTO public.parent (id, "x$body$;ALTER ROLE mallory SUPERUSER;SELECT 
 # (as the owner: a superuser's own UPDATE would plan the child's CHECK)
 sq('SET ROLE mallory; UPDATE public.parent SET "x$body$;ALTER ROLE mallory SUPERUSER;SELECT $body$" = '
 	. "'$base/source/img-43-2000.png' WHERE id = 40");
-ok(drained(), 'drained');
+ok(ik_drained($node), 'drained');
 # (ONLY: this test's own superuser query must not plan the child either)
 is(sq("SELECT count(*) FROM ONLY public.parent WHERE id IN (40, 42) AND imagekit_url LIKE 'https://ik.imagekit.io/demo/%'"), '2',
 	'the table works under its new column name');

@@ -9,6 +9,7 @@ use warnings;
 use FindBin;
 use lib "$FindBin::RealBin/../perl";
 
+use ImageKitNode;
 use ImageKitStandIn;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
@@ -44,9 +45,7 @@ $node->safe_psql('postgres', q{
 $ik->config(latency_ms => 500);
 $node->safe_psql('postgres',
 	"INSERT INTO pics SELECT g, '$base/source/img-' || g || '-2000.png' FROM generate_series(1, 150) g");
-ok($node->poll_query_until('postgres',
-	"SELECT NOT EXISTS (SELECT FROM imagekit.inbox) AND NOT EXISTS (SELECT FROM imagekit.jobs WHERE state IN ('queued', 'in_flight'))"),
-	'drained');
+ok(ik_drained($node), 'drained');
 is($node->safe_psql('postgres', "SELECT count(*) FROM pics WHERE imagekit_url LIKE 'https://ik.imagekit.io/demo/%'"), '150',
 	'every row got its CDN URL: requests beyond the descriptors waited, none failed');
 my $st = $ik->stats;
