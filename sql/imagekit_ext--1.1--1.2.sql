@@ -245,7 +245,8 @@ $$;
 
 -- Queue the next "lim" existing rows of one table whose backfill is
 -- pending, in key order, without waiting on another worker doing the same;
--- returns how many rows were queued (NULL: no backfill pending).  Rows
+-- returns how many rows were queued (NULL: no backfill pending; -1: the
+-- table was locked, and is left for a later step).  Rows
 -- that have a job already keep it, unless it is finished and the row has
 -- no URL.
 -- It reads the table as the extension's owner, so nothing of the table's
@@ -301,7 +302,7 @@ BEGIN
     INTO last_key, scanned, queued
     USING a.backfill_after, lim;
     EXCEPTION WHEN lock_not_available THEN
-        RETURN 0;               -- locked: the next step tries again
+        RETURN -1;              -- locked: a later step tries again
     END;
     UPDATE imagekit.attachments x
        SET backfill_after = coalesce(last_key, x.backfill_after),
@@ -789,7 +790,7 @@ BEGIN
     -- the workers, in batches that lock nothing an application waits for.
     IF backfill THEN
         UPDATE imagekit.attachments a SET backfill_pending = true WHERE a.tbl = attach.tbl;
-        queued := imagekit.backfill_step(1000, tbl);
+        queued := greatest(imagekit.backfill_step(1000, tbl), 0);
         IF (SELECT a.backfill_pending FROM imagekit.attachments a WHERE a.tbl = attach.tbl) THEN
             PERFORM imagekit.wake_worker_on_commit();
             RAISE NOTICE 'the background workers queue the other existing rows of "%"', tbl

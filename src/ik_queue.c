@@ -165,10 +165,11 @@ ik_queue_absorb_inbox(int limit)
 
 /*
  * Queue the next "limit" existing rows of a table whose backfill is
- * pending; returns how many were queued, -1 when no backfill is pending.
+ * pending.  Returns whether one was pending; *queued is how many rows were
+ * queued, or -1 when the table was locked (by someone else).
  */
-int64
-ik_queue_backfill_step(int limit)
+bool
+ik_queue_backfill_step(int limit, int64 *queued)
 {
 	Oid			argtypes[1] = {INT4OID};
 	Datum		args[1] = {Int32GetDatum(limit)};
@@ -176,7 +177,8 @@ ik_queue_backfill_step(int limit)
 	Datum		d = ik_queue_call_value("SELECT imagekit.backfill_step($1)",
 										1, argtypes, args, NULL, &isnull);
 
-	return isnull ? -1 : DatumGetInt64(d);
+	*queued = isnull ? 0 : DatumGetInt64(d);
+	return !isnull;
 }
 
 /*

@@ -68,7 +68,7 @@ typedef struct IkQueueJob
 extern bool ik_queue_installed(void);
 extern void ik_queue_requeue_lost(void);
 extern int	ik_queue_absorb_inbox(int limit);
-extern int64 ik_queue_backfill_step(int limit);
+extern bool ik_queue_backfill_step(int limit, int64 *queued);
 extern void ik_queue_housekeeping(int retention_s, int limit);
 extern List *ik_queue_claim(int slot, int64 token, int limit, int lease_ms,
 							MemoryContext parent, Size job_size);

@@ -129,6 +129,10 @@ static TimestampTz ik_leases_checked = 0;
 /* the inbox had more rows, or a backfill is under way: queue more soon */
 static bool ik_more_to_queue = false;
 
+/* a backfill's table was locked: not before this (0: any time) */
+#define IK_BACKFILL_RETRY_MS 1000
+static TimestampTz ik_backfill_after = 0;
+
 /*
  * A 401/403 from ImageKit means that no upload can succeed with this key.
  * The worker then holds its jobs in the queue (no attempt counted, nothing
@@ -729,10 +733,20 @@ ik_worker_dedup_and_claim(bool *installed)
 	if (ik_enabled && ik_claim_wanted)
 	{
 		int			moved = ik_queue_absorb_inbox(IK_INBOX_BATCH);
-		int64		backfilled = ik_queue_backfill_step(IK_BACKFILL_BATCH);
+		int64		backfilled = 0;
+		bool		backfilling = false;
+
+		if (ik_backfill_after == 0)
+			backfilling = ik_queue_backfill_step(IK_BACKFILL_BATCH, &backfilled);
+		if (backfilled < 0)
+		{
+			/* its table is locked: not every loop, or all else would wait */
+			ik_backfill_after = TimestampTzPlusMilliseconds(now, IK_BACKFILL_RETRY_MS);
+			backfilling = false;
+		}
 
 		/* more: come back soon */
-		ik_more_to_queue = (moved == IK_INBOX_BATCH || backfilled >= 0);
+		ik_more_to_queue = (moved == IK_INBOX_BATCH || backfilling);
 		if (moved > 0 || backfilled > 0)
 			ik_wake_on_commit();	/* the other workers can help */
 		if (!ik_worker_may_claim())
@@ -876,6 +890,8 @@ ik_worker_wait_ms(void)
 		wait = Min(wait, IK_RECORD_RETRY_MS);	/* a job kept to record later */
 	if (ik_more_to_queue && ik_claim_wanted)
 		wait = 0;
+	if (ik_backfill_after != 0)
+		wait = Min(wait, Max(0, (long) ((ik_backfill_after - now) / 1000)));
 	if (ik_refused_key != NULL && ik_refused_until > now)
 		wait = Min(wait, (long) ((ik_refused_until - now) / 1000) + 1);
 	return wait;
@@ -965,6 +981,11 @@ ik_worker_main(Datum arg)
 		{
 			ik_claim_wanted = true;
 			ik_next_due = 0;
+		}
+		if (ik_backfill_after != 0 && ik_backfill_after <= GetCurrentTimestamp())
+		{
+			ik_claim_wanted = true;
+			ik_backfill_after = 0;
 		}
 		if (!installed || ik_worker_should_claim() || ik_worker_dedup_due() ||
 			ik_worker_should_queue())

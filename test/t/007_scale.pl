@@ -14,6 +14,7 @@ use warnings;
 use FindBin;
 use lib "$FindBin::RealBin/../perl";
 
+use ImageKitNode;
 use ImageKitSession;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
@@ -158,6 +159,30 @@ $node->reload;
 ok($node->poll_query_until('postgres', "SELECT done || '/' || fallback = '100/0' FROM imagekit.status WHERE tbl = 'photos'::regclass"),
 	'the worker removed those finished more than an hour ago');
 is(sq("SELECT count(*) FROM imagekit.jobs WHERE state IN ('done', 'fallback')"), '100', 'and only those');
+
+# a backfill whose table someone holds locked waits for it, and holds up
+# nothing else
+sq("CREATE TABLE locked (id int PRIMARY KEY, url text);
+    INSERT INTO locked SELECT g, 'https://example.com/l' || g || '.png' FROM generate_series(1, 2500) g;
+    CREATE TABLE other (id int PRIMARY KEY, url text);
+    SELECT imagekit.attach('other');");
+ik_set_enabled($node, 0);
+sq("SELECT imagekit.attach('locked', backfill => true)");
+my $locker = ImageKitSession->new($node, 'postgres');
+$locker->query('BEGIN');
+$locker->query('LOCK TABLE locked IN ACCESS EXCLUSIVE MODE');
+ik_set_enabled($node, 1);
+sq("INSERT INTO other VALUES (1, 'https://example.com/o1.png')");
+ok($node->poll_query_until('postgres', "SELECT queued = 1 FROM imagekit.status WHERE tbl = 'other'::regclass")
+	  && $node->poll_query_until('postgres', "SELECT NOT EXISTS (SELECT FROM imagekit.inbox)"),
+	'another table\'s rows are queued while the backfill\'s table is locked');
+is(sq("SELECT backfilling || '/' || backfill_queued FROM imagekit.status WHERE tbl = 'locked'::regclass"),
+	'true/1000', 'the backfill waits for the lock');
+$locker->query('COMMIT');
+$locker->quit;
+ok($node->poll_query_until('postgres',
+	"SELECT NOT backfilling AND backfill_queued = 2500 FROM imagekit.status WHERE tbl = 'locked'::regclass"),
+	'and goes on once the lock is gone');
 
 # counts lost (changes that went around the triggers) are counted anew
 sq("DELETE FROM imagekit.job_counts");
