@@ -26,11 +26,14 @@ UPDATE imagekit.inbox i
 -- seq: of the queuing the job stands for.  lease_token: the worker
 -- process that holds an in_flight job (its start time; a token no live
 -- worker has is a lost lease).  pending_state: a result that could not be
--- stored yet (the row was locked), to store without downloading again.
+-- stored yet (the row was locked), to store without downloading again;
+-- pending_since: since when (imagekit.record() reads and sets it only
+-- while pending_state is set).
 ALTER TABLE imagekit.jobs
     ADD COLUMN seq bigint NOT NULL DEFAULT 0,
     ADD COLUMN lease_token bigint,
-    ADD COLUMN pending_state text CHECK (pending_state IN ('done', 'fallback'));
+    ADD COLUMN pending_state text CHECK (pending_state IN ('done', 'fallback')),
+    ADD COLUMN pending_since timestamptz;
 
 -- The attached columns by number too, to tell a rename from a drop
 -- (imagekit.on_alter_table()).  The names stay the truth: a restored dump
@@ -433,7 +436,9 @@ $$;
 -- holds it at generation "gen" (not re-pointed, not re-claimed); returns
 -- whether it did.  "attempts_delta" corrects the count the claim made
 -- (-1: this attempt does not count); "pending" keeps a result to store
--- later with the job queued.
+-- later with the job queued, after "delay" or, once it has waited longer,
+-- half the time it has waited so far (at most a minute): a row locked for
+-- long is tried less and less often.
 CREATE FUNCTION imagekit.record(job bigint, gen integer, token bigint,
                                 new_state text, attempts_delta integer,
                                 delay interval, error text, http_status integer,
@@ -445,11 +450,21 @@ AS $$
 BEGIN
     UPDATE imagekit.jobs j
        SET state = new_state, attempts = j.attempts + attempts_delta,
-           next_attempt_at = now() + delay, lease_expires_at = NULL,
+           next_attempt_at = now() + CASE
+               WHEN pending IS NULL OR j.pending_state IS NULL THEN delay
+               ELSE greatest(delay, least(interval '1 minute', (now() - j.pending_since) / 2))
+           END,
+           lease_expires_at = NULL,
            worker = NULL, lease_token = NULL, last_error = error,
            last_http_status = http_status,
            content_hash = coalesce(hash, j.content_hash), result_url = url,
-           pending_state = pending, updated_at = now()
+           pending_state = pending,
+           pending_since = CASE
+               WHEN pending IS NULL THEN NULL
+               WHEN j.pending_state IS NULL THEN now()
+               ELSE j.pending_since
+           END,
+           updated_at = now()
      WHERE j.id = job AND j.generation = gen AND j.state = 'in_flight'
        AND j.lease_token = token;
     RETURN FOUND;

@@ -66,8 +66,13 @@
 #include "ik_spi.h"
 #include "ik_settings.h"
 
-/* how long recording a result may wait for a lock held by someone else */
+/*
+ * How long recording a result may wait for a lock held by someone else; a
+ * result kept because its row was locked already waits only briefly, so
+ * that many locked rows cost the worker little.
+ */
 #define IK_STORE_LOCK_TIMEOUT "50ms"
+#define IK_STORE_LOCK_TIMEOUT_PENDING "5ms"
 /* how long the row update may take, the table's triggers included */
 #define IK_STORE_TIMEOUT_MS 5000
 /* when a result kept because its row was locked is tried again */
@@ -672,7 +677,8 @@ ik_queue_finish(IkQueueJob *job, int64 token)
 	volatile IkFinishOutcome outcome;
 	int			nestlevel = NewGUCNestLevel();
 
-	(void) set_config_option("lock_timeout", IK_STORE_LOCK_TIMEOUT,
+	(void) set_config_option("lock_timeout",
+							 job->pending ? IK_STORE_LOCK_TIMEOUT_PENDING : IK_STORE_LOCK_TIMEOUT,
 							 PGC_SUSET, PGC_S_SESSION, GUC_ACTION_SAVE,
 							 true, 0, false);
 	BeginInternalSubTransaction(NULL);
