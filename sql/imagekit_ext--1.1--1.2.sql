@@ -246,6 +246,21 @@ BEGIN
 END
 $$;
 
+-- Does the worker serve table "tbl": attached, and its INSERT trigger in
+-- place?  pg_restore fills the queue's tables before it creates the
+-- triggers of the attached tables (and commits each step): until then the
+-- workers leave that table's queue alone, so that nothing they write
+-- collides with what is still to be restored.
+CREATE FUNCTION imagekit.is_served(tbl regclass)
+RETURNS boolean
+LANGUAGE sql STABLE
+AS $$
+    SELECT EXISTS (SELECT FROM imagekit.attachments a WHERE a.tbl = $1)
+       AND EXISTS (SELECT FROM pg_catalog.pg_trigger t
+                    WHERE t.tgrelid = $1 AND t.tgname = 'imagekit_enqueue_insert');
+$$;
+REVOKE ALL ON FUNCTION imagekit.is_served(regclass) FROM PUBLIC;
+
 -- Queue the next "lim" existing rows of one table whose backfill is
 -- pending, in key order, without waiting on another worker doing the same;
 -- returns how many rows were queued (NULL: no backfill pending; -1: the
@@ -277,6 +292,7 @@ BEGIN
       JOIN pg_attribute s ON s.attrelid = x.tbl AND s.attnum = x.source_attnum
       JOIN pg_attribute t ON t.attrelid = x.tbl AND t.attnum = x.target_attnum
      WHERE x.backfill_pending AND (only_tbl IS NULL OR x.tbl = only_tbl)
+       AND imagekit.is_served(x.tbl)
      LIMIT 1
        FOR UPDATE OF x SKIP LOCKED;
     IF NOT FOUND THEN
@@ -328,8 +344,8 @@ REVOKE ALL ON FUNCTION imagekit.compact_counts(), imagekit.remove_finished(inter
 
 -- Move up to "lim" inbox rows into the queue; returns how many were taken
 -- from the inbox.  An inbox row replaces a job only if it was queued later
--- (a row deleted and inserted again); rows of tables no longer attached are
--- dropped.
+-- (a row deleted and inserted again).  Only rows of tables the workers
+-- serve are taken (imagekit.is_served()).
 CREATE FUNCTION imagekit.absorb_inbox(lim integer)
 RETURNS integer
 LANGUAGE plpgsql VOLATILE
@@ -340,13 +356,15 @@ DECLARE
 BEGIN
     WITH moved AS (
         DELETE FROM imagekit.inbox WHERE ctid = ANY (ARRAY(
-            SELECT ctid FROM imagekit.inbox LIMIT lim FOR UPDATE SKIP LOCKED))
+            SELECT i.ctid FROM imagekit.inbox i
+             WHERE i.tbl = ANY (ARRAY(SELECT a.tbl FROM imagekit.attachments a
+                                       WHERE imagekit.is_served(a.tbl)))
+             LIMIT lim FOR UPDATE SKIP LOCKED))
         RETURNING tbl, row_key, source_url, seq),
     queued AS (
         INSERT INTO imagekit.jobs AS j (tbl, row_key, source_url, seq)
         SELECT DISTINCT ON (m.tbl, m.row_key) m.tbl, m.row_key, m.source_url, m.seq
           FROM moved m
-         WHERE EXISTS (SELECT FROM imagekit.attachments a WHERE a.tbl = m.tbl)
          ORDER BY m.tbl, m.row_key, m.seq DESC
         ON CONFLICT (tbl, row_key) DO UPDATE
            SET source_url = EXCLUDED.source_url, seq = EXCLUDED.seq,
@@ -388,7 +406,7 @@ BEGIN
         SELECT q.id FROM imagekit.jobs q
          WHERE q.state = 'queued' AND q.next_attempt_at <= now()
            AND q.tbl = ANY (ARRAY(SELECT a.tbl FROM imagekit.attachments a
-                                   WHERE EXISTS (SELECT FROM pg_class r WHERE r.oid = a.tbl)))
+                                   WHERE imagekit.is_served(a.tbl)))
          ORDER BY q.next_attempt_at
          LIMIT lim
          FOR UPDATE OF q SKIP LOCKED)
@@ -536,7 +554,7 @@ AS $$
         (SELECT j.next_attempt_at FROM imagekit.jobs j
           WHERE j.state = 'queued'
             AND j.tbl = ANY (ARRAY(SELECT a.tbl FROM imagekit.attachments a
-                                    WHERE EXISTS (SELECT FROM pg_class r WHERE r.oid = a.tbl)))
+                                    WHERE imagekit.is_served(a.tbl)))
           ORDER BY j.next_attempt_at LIMIT 1)
         - clock_timestamp())) * 1000)::bigint;
 $$;
