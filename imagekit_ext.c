@@ -126,6 +126,13 @@ ik_check_url(const char *value, bool allow_loopback_http)
 	if (value == NULL || value[0] == '\0')
 		return true;
 
+	/* libcurl words this case differently from one version to the next */
+	if (strstr(value, "://") == NULL)
+	{
+		GUC_check_errdetail("The value is not an absolute URL (such as https://upload.imagekit.io/api/v1/files/upload).");
+		return false;
+	}
+
 	u = curl_url();
 	if (u == NULL)
 	{

@@ -26,7 +26,21 @@ DROP EXTENSION imagekit_ext;
 CREATE EXTENSION imagekit_ext VERSION '1.0';
 ALTER EXTENSION imagekit_ext UPDATE;
 SELECT extversion FROM pg_extension WHERE extname = 'imagekit_ext';
-SELECT count(*) AS objects FROM pg_depend WHERE refobjid = (SELECT oid FROM pg_extension WHERE extname = 'imagekit_ext') AND deptype = 'e';
+CREATE TEMP TABLE upgraded_members AS
+  SELECT classid, pg_describe_object(classid, objid, objsubid) AS member
+  FROM pg_depend
+  WHERE refobjid = (SELECT oid FROM pg_extension WHERE extname = 'imagekit_ext') AND deptype = 'e';
 DROP EXTENSION imagekit_ext;
 CREATE EXTENSION imagekit_ext;
-SELECT count(*) AS objects FROM pg_depend WHERE refobjid = (SELECT oid FROM pg_extension WHERE extname = 'imagekit_ext') AND deptype = 'e';
+CREATE TEMP TABLE installed_members AS
+  SELECT classid, pg_describe_object(classid, objid, objsubid) AS member
+  FROM pg_depend
+  WHERE refobjid = (SELECT oid FROM pg_extension WHERE extname = 'imagekit_ext') AND deptype = 'e';
+-- none missing, none extra
+(SELECT member FROM upgraded_members EXCEPT SELECT member FROM installed_members)
+UNION ALL
+(SELECT member FROM installed_members EXCEPT SELECT member FROM upgraded_members);
+-- how many, types aside (PostgreSQL 17 on records the row and array types
+-- of the extension's tables as members too)
+SELECT count(*) AS objects FROM installed_members WHERE classid <> 'pg_type'::regclass;
+DROP TABLE upgraded_members, installed_members;

@@ -2,8 +2,13 @@
 # Source it; it defines functions and a few variables, and runs nothing.
 
 IK_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-IK_PG_BIN=${IK_PG_BIN:-/usr/lib/postgresql/15/bin}
-IK_DEPS="postgresql-15 postgresql-server-dev-15 libcurl4-openssl-dev libjson-c-dev libipc-run-perl pkg-config make gcc python3 perl"
+# The PostgreSQL majors the project supports and tests (README.md,
+# "Supported versions"); IK_PG_MAJOR is the one this process uses.  Majors
+# the host's Debian release does not ship run in a chroot (test/with-pg.sh).
+IK_MAJORS="15 17 18 19"
+IK_PG_MAJOR=${IK_PG_MAJOR:-15}
+IK_PG_BIN=${IK_PG_BIN:-/usr/lib/postgresql/$IK_PG_MAJOR/bin}
+IK_DEPS="postgresql-$IK_PG_MAJOR postgresql-server-dev-$IK_PG_MAJOR libcurl4-openssl-dev libjson-c-dev libipc-run-perl pkg-config make gcc python3 perl procps"
 
 ik_log() { printf '==> %s\n' "$*" >&2; }
 

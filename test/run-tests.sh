@@ -4,7 +4,12 @@
 # configured for the stand-in ImageKit, and the TAP tests (which start their
 # own clusters and stand-ins).  Exits non-zero when any test fails.
 #
+# Every supported PostgreSQL major in turn (test/lib.sh's IK_MAJORS): the
+# one this Debian release ships here, the others each in a Debian chroot
+# made for it (test/with-pg.sh), one after another, never in parallel.
+#
 #   bash test/run-tests.sh            (as root, or as a user with sudo rights)
+#   bash test/run-tests.sh --pg 18    (one major only; --pg may be repeated)
 #   bash test/run-tests.sh --sanitize (the extension built with ASan and
 #                                      UBSan; fails on any sanitizer report)
 #   bash test/run-tests.sh --tap test/t/007_scale.pl
@@ -15,12 +20,34 @@ set -euo pipefail
 
 sanitize=0
 only_tap=
-case "${1:-}" in
-	--sanitize) sanitize=1 ;;
-	--tap) only_tap=${2:?--tap needs a test file, e.g. test/t/007_scale.pl} ;;
-	"") ;;
-	*) echo "usage: $0 [--sanitize | --tap test/t/NNN_name.pl]" >&2; exit 2 ;;
-esac
+majors=()
+pass=()
+while [ $# -gt 0 ]; do
+	case $1 in
+		--sanitize) sanitize=1; pass+=("$1") ;;
+		--tap) only_tap=${2:?--tap needs a test file, e.g. test/t/007_scale.pl}; pass+=("$1" "$2"); shift ;;
+		--pg) majors+=("${2:?--pg needs a major, one of $IK_MAJORS}"); shift ;;
+		*) echo "usage: $0 [--pg MAJOR]... [--sanitize | --tap test/t/NNN_name.pl]" >&2; exit 2 ;;
+	esac
+	shift
+done
+
+if [ -z "${IK_ONE_MAJOR:-}" ]; then
+	[ ${#majors[@]} -eq 0 ] && read -r -a majors <<<"$IK_MAJORS"
+	summary=() failed=0
+	for m in "${majors[@]}"; do
+		ik_log "PostgreSQL $m"
+		t0=$SECONDS
+		if IK_ONE_MAJOR=1 bash "$IK_ROOT/test/with-pg.sh" "$m" bash test/run-tests.sh ${pass[@]+"${pass[@]}"}; then
+			summary+=("PostgreSQL $m: passed in $((SECONDS - t0)) s")
+		else
+			summary+=("PostgreSQL $m: FAILED after $((SECONDS - t0)) s")
+			failed=1
+		fi
+	done
+	printf '==> %s\n' "${summary[@]}" >&2
+	exit $failed
+fi
 
 ik_install_deps
 
