@@ -4,6 +4,7 @@ MODULE_big = imagekit_ext
 OBJS = \
 	imagekit_ext.o \
 	src/ik_assets.o \
+	src/ik_compat.o \
 	src/ik_enqueue.o \
 	src/ik_hash.o \
 	src/ik_http.o \

@@ -264,7 +264,7 @@ _PG_init(void)
 							   &ik_private_key,
 							   "",
 							   PGC_SIGHUP,
-							   GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL,
+							   GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE,
 							   NULL, NULL, NULL);
 	DefineCustomStringVariable("imagekit.public_key",
 							   gettext_noop("ImageKit public API key (informational)."),

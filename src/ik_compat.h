@@ -45,4 +45,20 @@ ik_create_session_wait_event_set(int nevents)
 #endif
 }
 
+/*
+ * What an imagekit_ext process waits for, as pg_stat_activity.wait_event
+ * shows it: from 17, a custom wait event of that name (type Extension);
+ * before 17, the generic "Extension".
+ */
+typedef enum IkWait
+{
+	IK_WAIT_UPLOAD,				/* "ImageKitUpload": an upload in flight */
+	IK_WAIT_DOWNLOAD,			/* "ImageKitDownload": a source download */
+	IK_WAIT_BACKOFF,			/* "ImageKitBackoff": a retry's delay */
+	IK_WAIT_IDLE,				/* "ImageKitIdle": a worker with nothing due */
+	IK_WAIT_COUNT
+} IkWait;
+
+extern uint32 ik_wait_event(IkWait wait);
+
 #endif							/* IK_COMPAT_H */

@@ -37,6 +37,7 @@
 #include "utils/timestamp.h"
 #include "utils/wait_event.h"
 
+#include "ik_compat.h"
 #include "ik_protocol.h"
 #include "ik_response.h"
 
@@ -489,7 +490,7 @@ ik_upload_sync(const IkUploadOptions *opts, const char *data, size_t len,
 		long		delay;
 
 		req = ik_upload_request(opts, data, len, file_name);
-		ik_http_perform(req, PG_WAIT_EXTENSION);
+		ik_http_perform(req, ik_wait_event(IK_WAIT_UPLOAD));
 		outcome = ik_upload_parse(req, result, &err);
 		ik_http_request_free(req);
 
@@ -505,6 +506,6 @@ ik_upload_sync(const IkUploadOptions *opts, const char *data, size_t len,
 								 file_name, err.status,
 								 err.message ? err.message : "no message",
 								 attempt + 1, delay)));
-		ik_sleep_ms(delay, PG_WAIT_EXTENSION);
+		ik_sleep_ms(delay, ik_wait_event(IK_WAIT_BACKOFF));
 	}
 }

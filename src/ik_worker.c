@@ -65,6 +65,7 @@
 #include "utils/wait_event.h"
 
 #include "ik_assets.h"
+#include "ik_compat.h"
 #include "ik_http.h"
 #include "ik_queue.h"
 #include "ik_settings.h"
@@ -157,6 +158,11 @@ ik_worker_register(int slot)
 	BackgroundWorker worker;
 
 	memset(&worker, 0, sizeof(worker));
+	/*
+	 * Not BGWORKER_INTERRUPTIBLE (19): PostgreSQL does not start again a
+	 * worker it ended for CREATE, ALTER or DROP DATABASE, and nothing would
+	 * start these (README.md, "Supported versions").
+	 */
 	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
 	/* start on a hot standby too, and wait there for promotion */
 	worker.bgw_start_time = BgWorkerStart_ConsistentState;
@@ -897,6 +903,19 @@ ik_worker_wait_ms(void)
 	return wait;
 }
 
+/* What the next wait is for, as pg_stat_activity.wait_event shows it. */
+static uint32
+ik_worker_wait_event(void)
+{
+	if (ik_worker_has_phase(IK_PHASE_UPLOADING))
+		return ik_wait_event(IK_WAIT_UPLOAD);
+	if (ik_worker_has_phase(IK_PHASE_DOWNLOADING))
+		return ik_wait_event(IK_WAIT_DOWNLOAD);
+	if (ik_njobs > 0)
+		return ik_wait_event(IK_WAIT_BACKOFF);
+	return ik_wait_event(IK_WAIT_IDLE);
+}
+
 void
 ik_worker_main(Datum arg)
 {
@@ -969,7 +988,7 @@ ik_worker_main(Datum arg)
 									"imagekit: paused (imagekit.enabled = off)");
 			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 							 RecoveryInProgress() ? 1000L : IK_IDLE_WAIT_MS,
-							 PG_WAIT_EXTENSION);
+							 ik_wait_event(IK_WAIT_IDLE));
 			ResetLatch(MyLatch);
 			ik_claim_wanted = true;
 			continue;
@@ -1005,7 +1024,7 @@ ik_worker_main(Datum arg)
 
 		ik_worker_start_requests();
 
-		rc = ik_http_pump(ik_worker_wait_ms(), PG_WAIT_EXTENSION);
+		rc = ik_http_pump(ik_worker_wait_ms(), ik_worker_wait_event());
 		/* woken by a commit, or idle long enough to look anyway */
 		if ((rc & WL_LATCH_SET) || ((rc & WL_TIMEOUT) && ik_njobs == 0))
 			ik_claim_wanted = true;

@@ -210,8 +210,10 @@ my $h = IPC::Run::start(
 		"SELECT imagekit_upload(" . content('cancel-me') . ", 'cancel-me.png')" ],
 	'>', \$co, '2>', \$ce);
 ok($node->poll_query_until('postgres',
-	"SELECT count(*) = 1 FROM pg_stat_activity WHERE wait_event_type = 'Extension' AND wait_event = 'Extension' AND query LIKE '%cancel-me%' AND pid <> pg_backend_pid()"),
-	'the upload waits on an Extension wait event');
+	"SELECT count(*) = 1 FROM pg_stat_activity WHERE wait_event_type = 'Extension' AND wait_event = '"
+	  . ($node->pg_version >= 17 ? 'ImageKitUpload' : 'Extension')
+	  . "' AND query LIKE '%cancel-me%' AND pid <> pg_backend_pid()"),
+	'the upload waits on an Extension wait event (ImageKitUpload from 17)');
 $node->safe_psql('postgres', "SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE query LIKE '%cancel-me%' AND pid <> pg_backend_pid()");
 $h->finish;
 like($ce, qr/canceling statement due to user request/, 'pg_cancel_backend cancels the upload');
@@ -286,8 +288,8 @@ is($rc, 0, 'upload succeeds with the rotated key');
 # a non-superuser sees neither the key nor, by default, the function
 $node->safe_psql('postgres', 'CREATE ROLE app LOGIN');
 ($rc, $out, $err) = ('', '', '');
-$node->psql('postgres', 'SHOW imagekit.private_key', extra_params => [ '-U', 'app' ], stderr => \$err);
-like($err, qr/must be superuser/, 'a non-superuser cannot SHOW the key');
+$node->psql('postgres', "\\set VERBOSITY sqlstate\nSHOW imagekit.private_key", extra_params => [ '-U', 'app' ], stderr => \$err);
+like($err, qr/ERROR:  42501/, 'a non-superuser cannot SHOW the key (insufficient_privilege)');
 is($node->safe_psql('postgres', "SELECT count(*) FROM pg_settings WHERE name = 'imagekit.private_key'", extra_params => [ '-U', 'app' ]),
 	'0', 'nor see it in pg_settings');
 $node->psql('postgres', "SELECT imagekit_upload('\\x01'::bytea, 'x.png')", extra_params => [ '-U', 'app' ], stderr => \$err);
