@@ -448,7 +448,11 @@ _PG_init(void)
 	ik_redact_install(&ik_private_key);
 	ik_shmem_init();
 
-	if (process_shared_preload_libraries_in_progress)
+	/*
+	 * No workers in a server that pg_upgrade runs (old or new): they would
+	 * change the queue while it is dumped or restored.
+	 */
+	if (process_shared_preload_libraries_in_progress && !IsBinaryUpgrade)
 	{
 		int			free_slots;
 

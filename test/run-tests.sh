@@ -109,6 +109,20 @@ if [ $sanitize -eq 1 ]; then
 else
 	ik_build_install
 fi
+# An older major beside this one (test/with-pg.sh puts 15 in the chroots of
+# the newer ones): the pg_upgrade test starts from it, with the extension
+# built for it.
+old_bin=/usr/lib/postgresql/15/bin
+if [ "$IK_PG_MAJOR" != 15 ] && [ -x "$old_bin/pg_ctl" ] && [ -x "$old_bin/pg_config" ]; then
+	ik_log "building and installing imagekit_ext for PostgreSQL 15 too (pg_upgrade test)"
+	mkdir "$work/src15"
+	(cd "$IK_ROOT" && tar --exclude=.git --exclude='*.o' --exclude='*.so' --exclude='*.bc' -cf - .) |
+		tar -xf - -C "$work/src15"
+	# 15's PGXS would build LLVM bitcode with Debian 12's clang, not here
+	make -C "$work/src15" -s PG_CONFIG="$old_bin/pg_config" with_llvm=no >/dev/null
+	make -C "$work/src15" -s PG_CONFIG="$old_bin/pg_config" with_llvm=no install >/dev/null
+	export IK_OLD_PG_BIN=$old_bin
+fi
 [ "$(id -u)" -eq 0 ] && chown -R postgres: "$work"
 
 ik_start_standin "$work" "$key"

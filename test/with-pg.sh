@@ -61,8 +61,9 @@ case $major in
 	18) suite=sid experimental= ;;
 	19) suite=sid experimental=1 ;;
 esac
+old_debs="postgresql-15 postgresql-client-15 postgresql-server-dev-15 libicu72 libldap-2.5-0"
 deps="postgresql-$major postgresql-server-dev-$major libcurl4-openssl-dev libjson-c-dev libipc-run-perl pkg-config make gcc python3 perl procps"
-stamp="$suite $mirror $deps"
+stamp="$suite $mirror $deps old: $old_debs"
 
 # in_ns ROOT COMMAND...: COMMAND (a shell command line) in the chroot ROOT,
 # with /proc, /dev and /dev/shm mounted in a private mount namespace.
@@ -114,9 +115,27 @@ make_chroot() {
 		tail -n 20 "$base/apt-$major.log" >&2
 		return 1
 	}
+	add_old_major "$tmp"
 	echo "$stamp" >"$tmp/etc/imagekit-ext-chroot"
 	rm -rf "$root"
 	mv "$tmp" "$root"
+}
+
+# PostgreSQL 15 as this Debian release (12) ships it, unpacked beside: the
+# old server of the pg_upgrade test (test/t/013_pg_upgrade.pl).  Its
+# libraries that the newer suite lacks come along (other sonames).
+add_old_major() {
+	local r=$1 d
+	[ "$(host_major)" = 15 ] || return 0
+	rm -rf "$base/debs-15"
+	mkdir -p "$base/debs-15"
+	(cd "$base/debs-15" && apt-get download $old_debs >/dev/null 2>&1) || {
+		apt-get update -qq
+		(cd "$base/debs-15" && apt-get download $old_debs >/dev/null)
+	}
+	for d in "$base"/debs-15/*.deb; do
+		dpkg-deb -x "$d" "$r"
+	done
 }
 
 apt_get_install_host() {

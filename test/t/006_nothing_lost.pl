@@ -329,8 +329,8 @@ sub top_memory
 	my $w = worker_pid($node);
 	my $offset = -s $node->logfile;
 	sq("SELECT pg_log_backend_memory_contexts($w)");
-	$node->wait_for_log(qr/level: 0; TopMemoryContext: \d+ total/, $offset);
-	my ($bytes) = substr(slurp_file($node->logfile), $offset) =~ /level: 0; TopMemoryContext: (\d+) total/;
+	$node->wait_for_log(qr/level: [01]; TopMemoryContext: \d+ total/, $offset);
+	my ($bytes) = substr(slurp_file($node->logfile), $offset) =~ /level: [01]; TopMemoryContext: (\d+) total/;
 	return $bytes;
 }
 sq("CREATE TABLE missing (id int PRIMARY KEY, url text); SELECT imagekit.attach('missing');");
