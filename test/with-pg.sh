@@ -61,9 +61,9 @@ case $major in
 	18) suite=sid experimental= ;;
 	19) suite=sid experimental=1 ;;
 esac
-old_debs="postgresql-15 postgresql-client-15 postgresql-server-dev-15 libicu72 libldap-2.5-0"
+old_debs="postgresql-15 postgresql-client-15 postgresql-server-dev-15 libicu72 libldap-2.5-0 libxml2"
 deps="postgresql-$major postgresql-server-dev-$major libcurl4-openssl-dev libjson-c-dev libipc-run-perl pkg-config make gcc python3 perl procps"
-stamp="$suite $mirror $deps old: $old_debs"
+stamp="$suite $mirror $deps"
 
 # in_ns ROOT COMMAND...: COMMAND (a shell command line) in the chroot ROOT,
 # with /proc, /dev and /dev/shm mounted in a private mount namespace.
@@ -115,7 +115,6 @@ make_chroot() {
 		tail -n 20 "$base/apt-$major.log" >&2
 		return 1
 	}
-	add_old_major "$tmp"
 	echo "$stamp" >"$tmp/etc/imagekit-ext-chroot"
 	rm -rf "$root"
 	mv "$tmp" "$root"
@@ -125,8 +124,10 @@ make_chroot() {
 # old server of the pg_upgrade test (test/t/013_pg_upgrade.pl).  Its
 # libraries that the newer suite lacks come along (other sonames).
 add_old_major() {
-	local r=$1 d
+	local r=$1 d missing
 	[ "$(host_major)" = 15 ] || return 0
+	[ "$(cat "$r/etc/imagekit-ext-old" 2>/dev/null)" = "$old_debs" ] && return 0
+	ik_log "unpacking Debian 12's PostgreSQL 15 into $r (the pg_upgrade test's old server)"
 	rm -rf "$base/debs-15"
 	mkdir -p "$base/debs-15"
 	(cd "$base/debs-15" && apt-get download $old_debs >/dev/null 2>&1) || {
@@ -136,6 +137,13 @@ add_old_major() {
 	for d in "$base"/debs-15/*.deb; do
 		dpkg-deb -x "$d" "$r"
 	done
+	missing=$(chroot "$r" sh -c 'ldd /usr/lib/postgresql/15/bin/* 2>/dev/null' | grep 'not found' | sort -u || true)
+	if [ -n "$missing" ]; then
+		echo "PostgreSQL 15 lacks libraries in $r:" >&2
+		echo "$missing" >&2
+		return 1
+	fi
+	echo "$old_debs" >"$r/etc/imagekit-ext-old"
 }
 
 apt_get_install_host() {
@@ -147,6 +155,7 @@ apt_get_install_host() {
 if [ "$(cat "$root/etc/imagekit-ext-chroot" 2>/dev/null)" != "$stamp" ]; then
 	make_chroot
 fi
+add_old_major "$root"
 [ $prepare_only -eq 1 ] && exit 0
 
 # A fresh copy of the project (without build products) in the chroot.
