@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
 # The Debian package: builds it from debian/ with dpkg-buildpackage -us -uc
-# (a postgresql-<major>-imagekit-ext package for each PostgreSQL major whose
-# server-dev package is installed), installs it and runs its autopkgtest
+# (postgresql-<major>-imagekit-ext), installs it and runs its autopkgtest
 # (debian/tests/installcheck: pg_regress and isolation against the installed
 # package, in a cluster that preloads the library).  Exits non-zero when the
 # build or the test fails.
@@ -33,7 +32,7 @@ if [ -z "${IK_ONE_MAJOR:-}" ]; then
 	exit $failed
 fi
 
-IK_DEPS="$IK_DEPS dpkg-dev debhelper postgresql-server-dev-all autopkgtest"
+IK_DEPS="$IK_DEPS build-essential dpkg-dev debhelper postgresql-server-dev-all autopkgtest"
 ik_install_deps
 
 work=$(ik_workdir)
@@ -42,8 +41,9 @@ mkdir "$work/imagekit-ext"
 (cd "$IK_ROOT" && tar --exclude=.git --exclude='*.o' --exclude='*.so' --exclude='*.bc' -cf - .) |
 	tar -xf - -C "$work/imagekit-ext"
 cd "$work/imagekit-ext"
-# debian/control lists one package per installed major
-export PG_SUPPORTED_VERSIONS=installed
+# debian/control lists the package of this major (where more majors are
+# installed, PG_SUPPORTED_VERSIONS=installed would list each of them)
+export PG_SUPPORTED_VERSIONS=$IK_PG_MAJOR
 pg_buildext updatecontrol >/dev/null
 ik_log "dpkg-buildpackage for PostgreSQL $(pg_buildext supported-versions | xargs)"
 dpkg-buildpackage -us -uc -b >"$work/build.log" 2>&1 || {
@@ -55,11 +55,15 @@ grep -i 'warning:' "$work/build.log" | grep -v 'dpkg-\|dh_\|debian/' >&2 && {
 	exit 1
 }
 deb=$(ls "$work"/postgresql-"$IK_PG_MAJOR"-imagekit-ext_*.deb)
-dpkg-deb -c "$deb" | grep -q "/usr/lib/postgresql/$IK_PG_MAJOR/lib/imagekit_ext.so" ||
+dpkg-deb -c "$deb" | grep "/usr/lib/postgresql/$IK_PG_MAJOR/lib/imagekit_ext.so" >/dev/null ||
 	{ echo "FAIL: $deb has no imagekit_ext.so" >&2; exit 1; }
 out=${IK_PACKAGE_DIR:-/var/tmp/imagekit_ext-debs}
 mkdir -p "$out"
 cp "$work"/*.deb "$out/"
 
 ik_log "autopkgtest of $(basename "$deb")"
-autopkgtest "$deb" "$work/imagekit-ext" -- null
+status=0
+autopkgtest "$deb" "$work/imagekit-ext" -- null || status=$?
+# the test installed the package: leave the machine as it was
+DEBIAN_FRONTEND=noninteractive apt-get purge -y -qq "postgresql-$IK_PG_MAJOR-imagekit-ext" >/dev/null
+exit $status
