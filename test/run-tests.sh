@@ -107,7 +107,8 @@ if [ $sanitize -eq 1 ]; then
 	UBSAN_OPTIONS="print_stacktrace=1:log_path=$work/sanitizer/ubsan"
 	export LD_PRELOAD ASAN_OPTIONS UBSAN_OPTIONS
 else
-	ik_build_install
+	# the build must give no warning, on every major and compiler
+	IK_MAKE_FLAGS="${IK_MAKE_FLAGS:-} COPT=-Werror" ik_build_install
 fi
 # An older major beside this one (test/with-pg.sh puts 15 in the chroots of
 # the newer ones): the pg_upgrade test starts from it, with the extension
