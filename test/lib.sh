@@ -35,6 +35,38 @@ ik_build_install() {
 	make -C "$IK_ROOT" -s PG_CONFIG="$IK_PG_BIN/pg_config" ${IK_MAKE_FLAGS:-} install >/dev/null
 }
 
+# ik_copy_tree DIR: the project's files, without .git and build products,
+# into DIR (made if missing).
+ik_copy_tree() {
+	mkdir -p "$1"
+	(cd "$IK_ROOT" && tar --exclude=.git --exclude='*.o' --exclude='*.so' --exclude='*.bc' -cf - .) |
+		tar -xf - -C "$1"
+}
+
+# ik_each_major MAJORS SCRIPT [ARG...]: SCRIPT (a path from the project's
+# root) with each major of the space-separated MAJORS (every supported one
+# when empty) in turn, never in parallel, through test/with-pg.sh, with
+# IK_ONE_MAJOR set so that it does its work for that major only.  Prints a
+# line per major; returns non-zero when any failed.
+ik_each_major() {
+	local m t0 failed=0 summary=()
+	local -a majors
+	read -r -a majors <<<"${1:-$IK_MAJORS}"
+	shift
+	for m in "${majors[@]}"; do
+		ik_log "PostgreSQL $m: $*"
+		t0=$SECONDS
+		if IK_ONE_MAJOR=1 bash "$IK_ROOT/test/with-pg.sh" "$m" bash "$@"; then
+			summary+=("PostgreSQL $m: passed in $((SECONDS - t0)) s ($*)")
+		else
+			summary+=("PostgreSQL $m: FAILED after $((SECONDS - t0)) s ($*)")
+			failed=1
+		fi
+	done
+	printf '==> %s\n' "${summary[@]}" >&2
+	return $failed
+}
+
 # Run a command as the unprivileged postgres user (PostgreSQL refuses root).
 ik_as_postgres() {
 	if [ "$(id -u)" -eq 0 ]; then

@@ -23,13 +23,8 @@ while [ $# -gt 0 ]; do
 done
 
 if [ -z "${IK_ONE_MAJOR:-}" ]; then
-	[ ${#majors[@]} -eq 0 ] && read -r -a majors <<<"$IK_MAJORS"
-	failed=0
-	for m in "${majors[@]}"; do
-		ik_log "Debian package for PostgreSQL $m"
-		IK_ONE_MAJOR=1 bash "$IK_ROOT/test/with-pg.sh" "$m" bash test/package.sh || failed=1
-	done
-	exit $failed
+	ik_each_major "${majors[*]-}" test/package.sh
+	exit
 fi
 
 IK_DEPS="$IK_DEPS build-essential dpkg-dev debhelper postgresql-server-dev-all autopkgtest"
@@ -37,9 +32,7 @@ ik_install_deps
 
 work=$(ik_workdir)
 trap 'rm -rf "$work"' EXIT
-mkdir "$work/imagekit-ext"
-(cd "$IK_ROOT" && tar --exclude=.git --exclude='*.o' --exclude='*.so' --exclude='*.bc' -cf - .) |
-	tar -xf - -C "$work/imagekit-ext"
+ik_copy_tree "$work/imagekit-ext"
 cd "$work/imagekit-ext"
 # debian/control lists the package of this major (where more majors are
 # installed, PG_SUPPORTED_VERSIONS=installed would list each of them)

@@ -33,20 +33,8 @@ while [ $# -gt 0 ]; do
 done
 
 if [ -z "${IK_ONE_MAJOR:-}" ]; then
-	[ ${#majors[@]} -eq 0 ] && read -r -a majors <<<"$IK_MAJORS"
-	summary=() failed=0
-	for m in "${majors[@]}"; do
-		ik_log "PostgreSQL $m"
-		t0=$SECONDS
-		if IK_ONE_MAJOR=1 bash "$IK_ROOT/test/with-pg.sh" "$m" bash test/run-tests.sh ${pass[@]+"${pass[@]}"}; then
-			summary+=("PostgreSQL $m: passed in $((SECONDS - t0)) s")
-		else
-			summary+=("PostgreSQL $m: FAILED after $((SECONDS - t0)) s")
-			failed=1
-		fi
-	done
-	printf '==> %s\n' "${summary[@]}" >&2
-	exit $failed
+	ik_each_major "${majors[*]-}" test/run-tests.sh ${pass[@]+"${pass[@]}"}
+	exit
 fi
 
 ik_install_deps
@@ -76,8 +64,7 @@ cleanup() {
 trap cleanup EXIT
 
 # The tests run from a copy the postgres user owns.
-mkdir "$work/src"
-(cd "$IK_ROOT" && tar --exclude=.git --exclude='*.o' --exclude='*.so' -cf - .) | tar -xf - -C "$work/src"
+ik_copy_tree "$work/src"
 
 if [ $sanitize -eq 1 ]; then
 	# The sanitized build is made in the copy and installed into a private
@@ -116,9 +103,7 @@ fi
 old_bin=/usr/lib/postgresql/15/bin
 if [ "$IK_PG_MAJOR" != 15 ] && [ -x "$old_bin/pg_ctl" ] && [ -x "$old_bin/pg_config" ]; then
 	ik_log "building and installing imagekit_ext for PostgreSQL 15 too (pg_upgrade test)"
-	mkdir "$work/src15"
-	(cd "$IK_ROOT" && tar --exclude=.git --exclude='*.o' --exclude='*.so' --exclude='*.bc' -cf - .) |
-		tar -xf - -C "$work/src15"
+	ik_copy_tree "$work/src15"
 	# 15's PGXS would build LLVM bitcode with Debian 12's clang, not here
 	make -C "$work/src15" -s PG_CONFIG="$old_bin/pg_config" with_llvm=no >/dev/null
 	make -C "$work/src15" -s PG_CONFIG="$old_bin/pg_config" with_llvm=no install >/dev/null

@@ -160,9 +160,7 @@ add_old_major "$root"
 
 # A fresh copy of the project (without build products) in the chroot.
 rm -rf "$root/imagekit_ext"
-mkdir "$root/imagekit_ext"
-(cd "$IK_ROOT" && tar --exclude=.git --exclude='*.o' --exclude='*.so' --exclude='*.bc' -cf - .) |
-	tar -xf - -C "$root/imagekit_ext"
+ik_copy_tree "$root/imagekit_ext"
 in_ns "$root" env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
 	HOME=/root LANG=C.UTF-8 IK_IN_CHROOT="$major" IK_PG_MAJOR="$major" \
 	IK_ONE_MAJOR="${IK_ONE_MAJOR:-}" \
