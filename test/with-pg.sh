@@ -65,7 +65,7 @@ old_debs="postgresql-15 postgresql-client-15 postgresql-server-dev-15 libicu72 l
 deps="postgresql-$major postgresql-server-dev-$major libcurl4-openssl-dev libjson-c-dev libipc-run-perl pkg-config make gcc python3 perl procps"
 stamp="$suite $mirror $deps"
 
-# in_ns ROOT COMMAND...: COMMAND (a shell command line) in the chroot ROOT,
+# in_ns ROOT COMMAND [ARG...]: COMMAND run in the chroot ROOT,
 # with /proc, /dev and /dev/shm mounted in a private mount namespace.
 in_ns() {
 	local r=$1
