@@ -6,6 +6,7 @@ OBJS = \
 	src/ik_assets.o \
 	src/ik_compat.o \
 	src/ik_enqueue.o \
+	src/ik_guc.o \
 	src/ik_hash.o \
 	src/ik_http.o \
 	src/ik_protocol.o \
@@ -14,6 +15,7 @@ OBJS = \
 	src/ik_response.o \
 	src/ik_shmem.o \
 	src/ik_source.o \
+	src/ik_sql.o \
 	src/ik_spi.o \
 	src/ik_worker.o
 PGFILEDESC = "imagekit_ext - upload images to the ImageKit CDN"

@@ -38,6 +38,7 @@
 #include "utils/wait_event.h"
 
 #include "ik_compat.h"
+#include "ik_guc.h"
 #include "ik_protocol.h"
 #include "ik_response.h"
 
@@ -508,4 +509,47 @@ ik_upload_sync(const IkUploadOptions *opts, const char *data, size_t len,
 								 attempt + 1, delay)));
 		ik_sleep_ms(delay, ik_wait_event(IK_WAIT_BACKOFF));
 	}
+}
+
+/*
+ * What keeps the settings from uploading, as a message; NULL if nothing.
+ * Never quotes the key.
+ */
+const char *
+ik_protocol_config_problem(void)
+{
+	if (ik_guc_private_key == NULL || ik_guc_private_key[0] == '\0')
+		return "imagekit.private_key is not set";
+	for (const char *p = ik_guc_private_key; *p; p++)
+	{
+		if (*p <= ' ' || *p >= 0x7f || *p == ':')
+			return "imagekit.private_key contains characters that cannot be sent";
+	}
+	if (ik_guc_upload_endpoint == NULL || ik_guc_upload_endpoint[0] == '\0')
+		return "imagekit.upload_endpoint is not set";
+	return NULL;
+}
+
+/* Upload options from the settings; refuse a configuration that can't work. */
+void
+ik_protocol_options(IkUploadOptions *opts)
+{
+	const char *problem = ik_protocol_config_problem();
+
+	if (problem != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_IK_NOT_CONFIGURED),
+				 errmsg_internal("%s", problem),
+				 errhint("A superuser sets the imagekit.* server settings in postgresql.conf or with ALTER SYSTEM, then reloads the configuration.")));
+
+	opts->endpoint = ik_guc_upload_endpoint;
+	opts->private_key = ik_guc_private_key;
+	opts->folder = ik_guc_folder;
+	opts->use_unique_file_name = ik_guc_use_unique_file_name;
+	opts->transformation = ik_guc_transformation;
+	opts->timeout_ms = ik_guc_timeout;
+	opts->connect_timeout_ms = ik_guc_connect_timeout;
+	opts->max_retries = ik_guc_max_retries;
+	opts->retry_base_delay_ms = ik_guc_retry_base_delay;
+	opts->retry_max_delay_ms = ik_guc_retry_max_delay;
 }

@@ -78,6 +78,8 @@ extern long ik_retry_delay_ms(int retry, int base_ms, int max_ms,
 extern void ik_upload_sync(const IkUploadOptions *opts, const char *data,
 						   size_t len, const char *file_name,
 						   IkUploadResult *result);
+extern const char *ik_protocol_config_problem(void);
+extern void ik_protocol_options(IkUploadOptions *opts);
 extern void ik_sleep_ms(long ms, uint32 wait_event);
 extern char *ik_utf8_to_server(const char *s, size_t len);
 

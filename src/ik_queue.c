@@ -61,10 +61,10 @@
 #include "utils/timeout.h"
 
 #include "ik_assets.h"
+#include "ik_guc.h"
 #include "ik_queue.h"
 #include "ik_shmem.h"
 #include "ik_spi.h"
-#include "ik_settings.h"
 
 /*
  * How long recording a result may wait for a lock held by someone else; a
@@ -341,7 +341,7 @@ static Oid	ik_storing_relid = InvalidOid;
 bool
 ik_queue_storing_in(Oid relid)
 {
-	return ik_worker_storing || (OidIsValid(relid) && relid == ik_storing_relid);
+	return ik_guc_worker_storing || (OidIsValid(relid) && relid == ik_storing_relid);
 }
 
 typedef enum IkStoreResult

@@ -24,7 +24,7 @@
 #include "storage/shmem.h"
 
 #include "ik_compat.h"
-#include "ik_settings.h"
+#include "ik_guc.h"
 #include "ik_shmem.h"
 
 typedef struct IkShared

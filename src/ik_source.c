@@ -26,8 +26,8 @@
 #include "mb/pg_wchar.h"
 #include "port/pg_bswap.h"
 
+#include "ik_guc.h"
 #include "ik_protocol.h"
-#include "ik_settings.h"
 #include "ik_source.h"
 
 /* a source slower than this many bytes per second for 10 s is cut off */

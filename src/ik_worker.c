@@ -66,9 +66,9 @@
 
 #include "ik_assets.h"
 #include "ik_compat.h"
+#include "ik_guc.h"
 #include "ik_http.h"
 #include "ik_queue.h"
-#include "ik_settings.h"
 #include "ik_shmem.h"
 #include "ik_source.h"
 #include "ik_worker.h"
@@ -182,7 +182,7 @@ ik_worker_register(int slot)
 static int
 ik_worker_concurrency(void)
 {
-	return Min(ik_max_concurrent_uploads, ik_http_max_connections());
+	return Min(ik_guc_max_concurrent_uploads, ik_http_max_connections());
 }
 
 /* Is the current key one that ImageKit refused a moment ago? */
@@ -191,7 +191,7 @@ ik_key_refused(void)
 {
 	if (ik_refused_key == NULL)
 		return false;
-	if (strcmp(ik_refused_key, ik_private_key ? ik_private_key : "") != 0 ||
+	if (strcmp(ik_refused_key, ik_guc_private_key ? ik_guc_private_key : "") != 0 ||
 		GetCurrentTimestamp() >= ik_refused_until)
 	{
 		/* a new key, or time to try the old one again */
@@ -206,7 +206,7 @@ ik_key_refused(void)
 static void
 ik_key_check_changed(void)
 {
-	const char *key = ik_private_key ? ik_private_key : "";
+	const char *key = ik_guc_private_key ? ik_guc_private_key : "";
 
 	if (ik_seen_key != NULL && strcmp(ik_seen_key, key) == 0)
 		return;
@@ -222,16 +222,16 @@ ik_key_refused_by(const IkUploadError *err)
 	if (ik_key_refused())
 		return;
 	ik_refused_key = MemoryContextStrdup(TopMemoryContext,
-										 ik_private_key ? ik_private_key : "");
+										 ik_guc_private_key ? ik_guc_private_key : "");
 	ik_refused_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-												   ik_retry_max_delay);
+												   ik_guc_retry_max_delay);
 	ik_refused_status = err->status;
 	ereport(WARNING,
 			(errmsg("imagekit: ImageKit refused the private key (HTTP status %ld): uploads are held",
 					err->status),
 			 errdetail("ImageKit said: %s", err->message ? err->message : "nothing"),
 			 errhint("Jobs stay queued.  Set a valid imagekit.private_key and reload; the worker tries the current key again in %d ms.",
-					 ik_retry_max_delay)));
+					 ik_guc_retry_max_delay)));
 }
 
 static void
@@ -245,13 +245,13 @@ ik_job_finish(IkJob *job, IkJobResult result, const char *error, int status,
 		job->q.retry_delay_ms = hint_ms;
 	else if (result == IK_JOB_RETRY)
 	{
-		if (job->q.attempts + 1 > ik_max_retries)
+		if (job->q.attempts + 1 > ik_guc_max_retries)
 			job->q.result = IK_JOB_FALLBACK;
 		else
 		{
 			job->q.retry_delay_ms = ik_retry_delay_ms(job->q.attempts,
-													  ik_retry_base_delay,
-													  ik_retry_max_delay,
+													  ik_guc_retry_base_delay,
+													  ik_guc_retry_max_delay,
 													  hint_ms);
 			ik_shmem_count(IK_STAT_RETRIES, 1);
 		}
@@ -307,9 +307,9 @@ ik_job_start_download(IkJob *job)
 	}
 	old = MemoryContextSwitchTo(job->q.mcxt);
 
-	job->download = ik_source_request(job->q.source_url, (size_t) ik_max_file_size,
-									  ik_timeout, ik_connect_timeout,
-									  ik_allow_private_sources);
+	job->download = ik_source_request(job->q.source_url, (size_t) ik_guc_max_file_size,
+									  ik_guc_timeout, ik_guc_connect_timeout,
+									  ik_guc_allow_private_sources);
 	job->download->arg = job;
 	ik_http_start(job->download);
 	MemoryContextSwitchTo(old);
@@ -324,7 +324,7 @@ ik_job_start_upload(IkJob *job)
 	IkUploadOptions opts;
 	char	   *name;
 
-	ik_upload_options(&opts);
+	ik_protocol_options(&opts);
 	/* named after the content, so a repeated upload replaces the same file */
 	opts.use_unique_file_name = false;
 	name = psprintf("%s.%s", job->q.hash, job->ext);
@@ -344,7 +344,7 @@ ik_worker_start_requests(void)
 {
 	dlist_iter	it;
 	bool		paused = ik_shmem_paused_until() > GetCurrentTimestamp();
-	const char *problem = ik_upload_config_problem();
+	const char *problem = ik_protocol_config_problem();
 	long		status = 0;
 
 	if (problem == NULL && ik_key_refused())
@@ -380,7 +380,7 @@ ik_worker_download_done(IkJob *job)
 	char	   *error;
 	long		hint_ms;
 
-	outcome = ik_source_check(req, (size_t) ik_max_file_size, &job->ext,
+	outcome = ik_source_check(req, (size_t) ik_guc_max_file_size, &job->ext,
 							  &error, &hint_ms);
 	if (outcome != IK_SOURCE_OK)
 	{
@@ -438,9 +438,9 @@ ik_worker_upload_done(IkJob *job)
 				if (err.status == 429)
 				{
 					long		pause = err.retry_hint_ms > 0 ? err.retry_hint_ms :
-					ik_retry_base_delay;
+					ik_guc_retry_base_delay;
 
-					pause = Min(pause, ik_retry_max_delay);
+					pause = Min(pause, ik_guc_retry_max_delay);
 					ik_shmem_pause_until(TimestampTzPlusMilliseconds(GetCurrentTimestamp(), pause));
 				}
 				ik_job_finish(job, IK_JOB_RETRY, msg, (int) err.status, err.retry_hint_ms);
@@ -686,14 +686,14 @@ ik_worker_may_claim(void)
 {
 	static bool warned = false;
 
-	if (!ik_enabled || ik_key_refused())
+	if (!ik_guc_enabled || ik_key_refused())
 		return false;
-	if (ik_upload_config_problem() == NULL)
+	if (ik_protocol_config_problem() == NULL)
 		return true;
 	if (!warned)
 		ereport(WARNING,
 				(errmsg("imagekit: the worker cannot upload: %s",
-						ik_upload_config_problem()),
+						ik_protocol_config_problem()),
 				 errhint("Jobs stay queued until the configuration is fixed and reloaded.")));
 	warned = true;
 	return false;
@@ -721,7 +721,7 @@ ik_worker_dedup_and_claim(bool *installed)
 	if (TimestampDifferenceExceeds(ik_leases_checked, now, IK_LEASE_CHECK_MS))
 	{
 		ik_queue_requeue_lost();
-		ik_queue_housekeeping(ik_job_retention, IK_RETENTION_BATCH);
+		ik_queue_housekeeping(ik_guc_job_retention, IK_RETENTION_BATCH);
 		ik_leases_checked = now;
 	}
 
@@ -736,7 +736,7 @@ ik_worker_dedup_and_claim(bool *installed)
 	}
 
 	ik_more_to_queue = false;
-	if (ik_enabled && ik_claim_wanted)
+	if (ik_guc_enabled && ik_claim_wanted)
 	{
 		int			moved = ik_queue_absorb_inbox(IK_INBOX_BATCH);
 		int64		backfilled = 0;
@@ -761,11 +761,11 @@ ik_worker_dedup_and_claim(bool *installed)
 
 	if (ik_worker_may_claim() && ik_claim_wanted && room > 0)
 	{
-		int			limit = Min(room, ik_batch_size);
+		int			limit = Min(room, ik_guc_batch_size);
 		List	   *claimed;
 		ListCell   *lc;
 
-		claimed = ik_queue_claim(ik_slot, ik_token, limit, ik_lease_timeout,
+		claimed = ik_queue_claim(ik_slot, ik_token, limit, ik_guc_lease_timeout,
 								 ik_jobs_cxt, sizeof(IkJob));
 
 		/*
@@ -782,7 +782,7 @@ ik_worker_dedup_and_claim(bool *installed)
 
 			dlist_push_tail(&ik_jobs, &job->node);
 			ik_njobs++;
-			if (job->q.attempts > ik_max_retries)
+			if (job->q.attempts > ik_guc_max_retries)
 			{
 				/* claimed that often, it ended its worker every time */
 				char	   *error = psprintf("gave up after %d attempts that ended without a result "
@@ -792,7 +792,7 @@ ik_worker_dedup_and_claim(bool *installed)
 				ik_job_finish(job, IK_JOB_FALLBACK, error, 0, -1);
 				job->q.no_attempt = true;
 				/* once more: storing the fallback ended it too */
-				job->q.no_store = job->q.attempts > ik_max_retries + 1;
+				job->q.no_store = job->q.attempts > ik_guc_max_retries + 1;
 				job->q.attempts--;	/* as logged: the deaths */
 			}
 			else if (job->q.pending)
@@ -827,7 +827,7 @@ ik_worker_dedup_and_claim(bool *installed)
 static bool
 ik_worker_should_queue(void)
 {
-	return ik_enabled && ik_claim_wanted &&
+	return ik_guc_enabled && ik_claim_wanted &&
 		(ik_more_to_queue || !ik_worker_may_claim());
 }
 
@@ -860,7 +860,7 @@ ik_worker_should_claim(void)
 	if (!ik_claim_wanted || room <= 0 || !ik_worker_may_claim())
 		return false;
 	return active == 0 ||
-		room >= Max(1, Min(ik_batch_size, ik_worker_concurrency() / 4));
+		room >= Max(1, Min(ik_guc_batch_size, ik_worker_concurrency() / 4));
 }
 
 static bool
@@ -928,7 +928,7 @@ ik_worker_main(Datum arg)
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 
-	database = pstrdup(ik_database);
+	database = pstrdup(ik_guc_database);
 	BackgroundWorkerInitializeConnection(database, NULL, 0);
 	/* unique to this process: claims of an earlier one are lost leases */
 	ik_token = (int64) GetCurrentTimestamp();
@@ -971,16 +971,16 @@ ik_worker_main(Datum arg)
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
 			ik_key_check_changed();
-			if (strcmp(database, ik_database) != 0)
+			if (strcmp(database, ik_guc_database) != 0)
 			{
 				elog(LOG, "imagekit worker %d restarting for database \"%s\"",
-					 ik_slot, ik_database);
+					 ik_slot, ik_guc_database);
 				proc_exit(1);
 			}
 			ik_claim_wanted = true;
 		}
 
-		if (RecoveryInProgress() || (!ik_enabled && ik_njobs == 0))
+		if (RecoveryInProgress() || (!ik_guc_enabled && ik_njobs == 0))
 		{
 			/* shown in pg_stat_activity.query: what the worker waits for */
 			pgstat_report_activity(STATE_IDLE, RecoveryInProgress() ?

@@ -1,0 +1,195 @@
+/*-------------------------------------------------------------------------
+ *
+ * ik_sql.c
+ *	  The SQL-callable functions.
+ *
+ * They are thin: they validate their arguments and the settings, then
+ * delegate to the rest of src/ (protocol, transport, hashing, dedup,
+ * shared memory).
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "mb/pg_wchar.h"
+#include "miscadmin.h"
+#include "tcop/utility.h"
+#include "utils/builtins.h"
+
+#include "ik_assets.h"
+#include "ik_guc.h"
+#include "ik_hash.h"
+#include "ik_protocol.h"
+#include "ik_queue.h"
+#include "ik_shmem.h"
+
+#define IK_MAX_FILE_NAME_LEN 255
+
+PG_FUNCTION_INFO_V1(imagekit_upload);
+PG_FUNCTION_INFO_V1(imagekit_wake_worker_on_commit);
+PG_FUNCTION_INFO_V1(imagekit_stats);
+PG_FUNCTION_INFO_V1(imagekit_worker_is_storing);
+
+/* Refuse a file name that ImageKit cannot use as one. */
+static void
+ik_validate_file_name(const char *name)
+{
+	size_t		len = strlen(name);
+
+	if (len == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("file name must not be empty")));
+	if (len > IK_MAX_FILE_NAME_LEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("file name is too long"),
+				 errdetail("The file name is %zu bytes long; the limit is %d bytes.",
+						   len, IK_MAX_FILE_NAME_LEN)));
+	if (strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("file name \"%s\" is not usable", name)));
+	for (const char *p = name; *p; p++)
+	{
+		if ((unsigned char) *p < 0x20 || *p == 0x7f)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("file name must not contain control characters")));
+		if (*p == '/' || *p == '\\')
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("file name must not contain a path"),
+					 errdetail("The file name is \"%s\".", name),
+					 errhint("Set imagekit.folder to choose the destination folder.")));
+	}
+}
+
+/*
+ * imagekit_upload(content bytea, file_name text) returns record
+ *
+ * Upload "content" under "file_name" unless the same bytes were uploaded
+ * before, and return the asset.
+ */
+Datum
+imagekit_upload(PG_FUNCTION_ARGS)
+{
+	bytea	   *content = PG_GETARG_BYTEA_PP(0);
+	char	   *file_name = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	const char *data = VARDATA_ANY(content);
+	size_t		len = VARSIZE_ANY_EXHDR(content);
+	TupleDesc	tupdesc;
+	IkUploadResult res;
+	char		hash[IK_HASH_HEX_LEN + 1];
+	bool		dedup;
+	Datum		values[9];
+	bool		nulls[9];
+
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+
+	if (len == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("content must not be empty")));
+	if (len > (size_t) ik_guc_max_file_size)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("content is too large to upload"),
+				 errdetail("The content is %zu bytes; imagekit.max_file_size is %d bytes.",
+						   len, ik_guc_max_file_size)));
+	ik_validate_file_name(file_name);
+
+	ik_sha256_hex(data, len, hash);
+	memset(&res, 0, sizeof(res));
+	dedup = ik_asset_lookup(hash, &res);
+	if (!dedup)
+	{
+		IkUploadOptions opts;
+		char	   *wire_name;
+
+		/* recording the asset needs a writable transaction: ask first */
+		PreventCommandIfReadOnly("imagekit_upload()");
+		ik_protocol_options(&opts);
+		/* ImageKit takes UTF-8 */
+		wire_name = pg_server_to_any(file_name, strlen(file_name), PG_UTF8);
+		ik_upload_sync(&opts, data, len, wire_name, &res);
+		if (!ik_asset_record(hash, &res))
+		{
+			/*
+			 * Another session recorded the same bytes meanwhile: answer with
+			 * its asset, so that every caller sees the one stored URL.
+			 */
+			dedup = ik_asset_lookup(hash, &res);
+		}
+	}
+
+	memset(nulls, false, sizeof(nulls));
+	values[0] = CStringGetTextDatum(res.url);
+#define IK_TEXT_OR_NULL(i, s) \
+	do { if ((s) != NULL) values[i] = CStringGetTextDatum(s); else nulls[i] = true; } while (0)
+	IK_TEXT_OR_NULL(1, res.file_id);
+	IK_TEXT_OR_NULL(2, res.file_path);
+	IK_TEXT_OR_NULL(3, res.name);
+#undef IK_TEXT_OR_NULL
+	values[4] = Int64GetDatum(res.size);
+	nulls[4] = res.size < 0;
+	values[5] = Int32GetDatum(res.width);
+	nulls[5] = res.width < 0;
+	values[6] = Int32GetDatum(res.height);
+	nulls[6] = res.height < 0;
+	values[7] = CStringGetTextDatum(hash);
+	values[8] = BoolGetDatum(dedup);
+
+	tupdesc = BlessTupleDesc(tupdesc);
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
+}
+
+/*
+ * imagekit.wake_worker_on_commit(): called by the enqueue triggers, so that
+ * the workers start at once when the transaction that queued jobs commits.
+ */
+Datum
+imagekit_wake_worker_on_commit(PG_FUNCTION_ARGS)
+{
+	ik_wake_on_commit();
+	PG_RETURN_VOID();
+}
+
+/* imagekit.stats(): the counters in shared memory. */
+Datum
+imagekit_stats(PG_FUNCTION_ARGS)
+{
+	TupleDesc	tupdesc;
+	Datum		values[8];
+	bool		nulls[8];
+
+	if (!ik_shmem_available())
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("imagekit_ext must be loaded via \"shared_preload_libraries\" to count in shared memory"),
+				 errhint("Add imagekit_ext to shared_preload_libraries and restart the server.")));
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	memset(nulls, false, sizeof(nulls));
+	values[0] = Int64GetDatum((int64) ik_shmem_counter(IK_STAT_UPLOADS));
+	values[1] = Int64GetDatum((int64) ik_shmem_counter(IK_STAT_UPLOAD_BYTES));
+	values[2] = Int64GetDatum((int64) ik_shmem_counter(IK_STAT_DEDUP_HITS));
+	values[3] = Int64GetDatum((int64) ik_shmem_counter(IK_STAT_RETRIES));
+	values[4] = Int64GetDatum((int64) ik_shmem_counter(IK_STAT_FALLBACKS));
+	values[5] = Int64GetDatum((int64) ik_shmem_counter(IK_STAT_DOWNLOADS));
+	values[6] = Int64GetDatum((int64) ik_shmem_counter(IK_STAT_DOWNLOAD_BYTES));
+	values[7] = Int32GetDatum((int32) ik_shmem_in_flight());
+	tupdesc = BlessTupleDesc(tupdesc);
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
+}
+
+/* imagekit.worker_is_storing(tbl oid): see the UPDATE triggers. */
+Datum
+imagekit_worker_is_storing(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BOOL(ik_queue_storing_in(PG_GETARG_OID(0)));
+}
