@@ -9,6 +9,7 @@ OBJS = \
 	src/ik_guc.o \
 	src/ik_hash.o \
 	src/ik_http.o \
+	src/ik_launcher.o \
 	src/ik_protocol.o \
 	src/ik_queue.o \
 	src/ik_redact.o \
@@ -21,7 +22,8 @@ OBJS = \
 PGFILEDESC = "imagekit_ext - upload images to the ImageKit CDN"
 
 EXTENSION = imagekit_ext
-DATA = sql/imagekit_ext--1.0.sql sql/imagekit_ext--1.0--1.1.sql sql/imagekit_ext--1.1--1.2.sql
+DATA = sql/imagekit_ext--1.0.sql sql/imagekit_ext--1.0--1.1.sql sql/imagekit_ext--1.1--1.2.sql \
+	sql/imagekit_ext--1.2--1.3.sql
 
 PG_CPPFLAGS = -I$(srcdir)/src $(shell pkg-config --cflags libcurl json-c)
 SHLIB_LINK = $(shell pkg-config --libs libcurl json-c)

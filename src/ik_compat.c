@@ -17,6 +17,8 @@ static const char *const ik_wait_names[IK_WAIT_COUNT] = {
 	[IK_WAIT_DOWNLOAD] = "ImageKitDownload",
 	[IK_WAIT_BACKOFF] = "ImageKitBackoff",
 	[IK_WAIT_IDLE] = "ImageKitIdle",
+	[IK_WAIT_LAUNCHER] = "ImageKitLauncher",
+	[IK_WAIT_STOP] = "ImageKitWorkerStop",
 };
 
 /* this process's numbers for them, 0 until first used */

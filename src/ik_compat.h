@@ -14,6 +14,7 @@
 #ifndef IK_COMPAT_H
 #define IK_COMPAT_H
 
+#include "postmaster/bgworker.h"
 #include "storage/latch.h"
 #include "storage/proc.h"
 #include "utils/memutils.h"
@@ -56,9 +57,29 @@ typedef enum IkWait
 	IK_WAIT_DOWNLOAD,			/* "ImageKitDownload": a source download */
 	IK_WAIT_BACKOFF,			/* "ImageKitBackoff": a retry's delay */
 	IK_WAIT_IDLE,				/* "ImageKitIdle": a worker with nothing due */
+	IK_WAIT_LAUNCHER,			/* "ImageKitLauncher": the launcher, idle */
+	IK_WAIT_STOP,				/* "ImageKitWorkerStop": database DDL waits
+								 * for the database's workers to exit */
 	IK_WAIT_COUNT
 } IkWait;
 
 extern uint32 ik_wait_event(IkWait wait);
+
+/*
+ * 19 ends a background worker flagged interruptible when database DDL
+ * needs its database (the launcher starts it again); before, only our own
+ * utility hook stops the workers (ik_launcher.c).
+ */
+#ifdef BGWORKER_INTERRUPTIBLE
+#define IK_BGWORKER_INTERRUPTIBLE	BGWORKER_INTERRUPTIBLE
+#else
+#define IK_BGWORKER_INTERRUPTIBLE	0
+#endif
+
+/*
+ * A database that a DROP DATABASE interrupted half-way (15.4 and later):
+ * it cannot be connected to, only dropped.
+ */
+#define IK_DATCONNLIMIT_INVALID_DB	(-2)
 
 #endif							/* IK_COMPAT_H */

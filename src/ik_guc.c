@@ -38,6 +38,7 @@ bool		ik_guc_enabled = true;
 int			ik_guc_allow_private_sources = IK_PRIVATE_SOURCES_OFF;
 bool		ik_guc_worker_storing = false;
 int			ik_guc_workers = 1;
+int			ik_guc_max_workers = 4;
 int			ik_guc_max_concurrent_uploads = 16;
 int			ik_guc_batch_size = 64;
 int			ik_guc_lease_timeout = 300000;
@@ -338,10 +339,10 @@ ik_guc_define(void)
 							NULL, NULL, NULL);
 
 	DefineCustomStringVariable("imagekit.database",
-							   gettext_noop("Database the background worker drains the queue of."),
+							   gettext_noop("The only database whose queue the background workers drain; empty for every database."),
 							   NULL,
 							   &ik_guc_database,
-							   "postgres",
+							   "",
 							   PGC_SIGHUP,
 							   0,
 							   NULL, NULL, NULL);
@@ -376,12 +377,22 @@ ik_guc_define(void)
 							 GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE | GUC_NO_RESET_ALL,
 							 NULL, NULL, NULL);
 	/* server-start-only settings can be defined only while preloading */
+	/* SUSET, so that ALTER DATABASE ... SET can give a database its count */
+	DefineCustomIntVariable("imagekit.workers",
+							gettext_noop("Background workers for each database with the extension."),
+							gettext_noop("Set per database with ALTER DATABASE ... SET; 0 gives a database none."),
+							&ik_guc_workers,
+							1, 0, IK_MAX_WORKERS,
+							PGC_SUSET,
+							0,
+							NULL, NULL, NULL);
+	/* server-start-only settings can be defined only while preloading */
 	if (process_shared_preload_libraries_in_progress)
-		DefineCustomIntVariable("imagekit.workers",
-								gettext_noop("Number of background worker processes."),
+		DefineCustomIntVariable("imagekit.max_workers",
+								gettext_noop("Background workers of all databases together (the launcher not counted)."),
 								NULL,
-								&ik_guc_workers,
-								1, 0, IK_MAX_WORKERS,
+								&ik_guc_max_workers,
+								4, 0, IK_MAX_WORKERS,
 								PGC_POSTMASTER,
 								0,
 								NULL, NULL, NULL);

@@ -11,7 +11,8 @@
 #ifndef IK_GUC_H
 #define IK_GUC_H
 
-#define IK_MAX_WORKERS 16
+/* the bound of imagekit.workers and imagekit.max_workers */
+#define IK_MAX_WORKERS 64
 
 /* imagekit.allow_private_sources */
 typedef enum IkPrivateSources
@@ -42,6 +43,7 @@ extern bool ik_guc_enabled;
 extern int	ik_guc_allow_private_sources;
 extern bool ik_guc_worker_storing;
 extern int	ik_guc_workers;
+extern int	ik_guc_max_workers;
 extern int	ik_guc_max_concurrent_uploads;
 extern int	ik_guc_batch_size;
 extern int	ik_guc_lease_timeout;

@@ -92,7 +92,8 @@ ik_queue_installed(void)
 	if (!OidIsValid(RangeVarGetRelid(makeRangeVar("imagekit", "jobs", -1),
 									 AccessShareLock, true)))
 		return false;
-	if (OidIsValid(RangeVarGetRelid(makeRangeVar("imagekit", "row_seq", -1),
+	/* the newest object the library needs (1.3) */
+	if (OidIsValid(RangeVarGetRelid(makeRangeVar("imagekit", "workers", -1),
 									NoLock, true)))
 		return true;
 	if (!warned)
@@ -140,9 +141,9 @@ ik_queue_call(const char *sql, int nargs, Oid *argtypes, Datum *args,
 void
 ik_queue_requeue_lost(void)
 {
-	int64		tokens[IK_MAX_WORKERS];
-	Datum		elems[IK_MAX_WORKERS];
-	int			n = ik_shmem_live_tokens(tokens);
+	int64	   *tokens;
+	int			n = ik_shmem_live_tokens(&tokens);
+	Datum	   *elems = palloc(sizeof(Datum) * Max(n, 1));
 	Oid			argtypes[1] = {INT8ARRAYOID};
 	Datum		args[1];
 
@@ -151,6 +152,50 @@ ik_queue_requeue_lost(void)
 	args[0] = PointerGetDatum(construct_array(elems, n, INT8OID, sizeof(int64),
 											  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 	ik_queue_call("SELECT imagekit.requeue_lost($1)", 1, argtypes, args, NULL);
+}
+
+/*
+ * This database's own imagekit.workers (ALTER DATABASE ... SET), read from
+ * the catalog since a change after the worker connected is not applied to
+ * it; -1 when it has none.
+ */
+int
+ik_queue_database_workers(void)
+{
+	Oid			argtypes[1] = {OIDOID};
+	Datum		args[1] = {ObjectIdGetDatum(MyDatabaseId)};
+	int			n = -1;
+
+	SPI_connect();
+	if (ik_spi_execute("SELECT split_part(c, '=', 2) FROM pg_catalog.pg_db_role_setting s,"
+					   " unnest(s.setconfig) c WHERE s.setdatabase = $1 AND s.setrole = 0"
+					   " AND lower(split_part(c, '=', 1)) = 'imagekit.workers'",
+					   1, argtypes, args, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "imagekit: could not read the database's settings");
+	if (SPI_processed == 1)
+	{
+		char	   *value = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+		int			parsed;
+
+		if (value != NULL && parse_int(value, &parsed, 0, NULL))
+			n = Max(parsed, 0);
+	}
+	SPI_finish();
+	return n;
+}
+
+/*
+ * The jobs that the worker with lease "token" holds go back to the queue,
+ * their attempt not counted: the worker stops (for database DDL, or at the
+ * launcher's request), it did not fail.
+ */
+void
+ik_queue_release(int64 token)
+{
+	Oid			argtypes[1] = {INT8OID};
+	Datum		args[1] = {Int64GetDatum(token)};
+
+	ik_queue_call("SELECT imagekit.release_jobs($1)", 1, argtypes, args, NULL);
 }
 
 /*

@@ -67,6 +67,8 @@ typedef struct IkQueueJob
 
 extern bool ik_queue_installed(void);
 extern void ik_queue_requeue_lost(void);
+extern void ik_queue_release(int64 token);
+extern int	ik_queue_database_workers(void);
 extern int	ik_queue_absorb_inbox(int limit);
 extern bool ik_queue_backfill_step(int limit, int64 *queued);
 extern void ik_queue_housekeeping(int retention_s, int limit);

@@ -32,6 +32,7 @@ PG_FUNCTION_INFO_V1(imagekit_upload);
 PG_FUNCTION_INFO_V1(imagekit_wake_worker_on_commit);
 PG_FUNCTION_INFO_V1(imagekit_stats);
 PG_FUNCTION_INFO_V1(imagekit_worker_is_storing);
+PG_FUNCTION_INFO_V1(imagekit_worker_slots);
 
 /* Refuse a file name that ImageKit cannot use as one. */
 static void
@@ -159,7 +160,17 @@ imagekit_wake_worker_on_commit(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
-/* imagekit.stats(): the counters in shared memory. */
+static void
+ik_sql_require_shmem(void)
+{
+	if (!ik_shmem_available())
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("imagekit_ext must be loaded via \"shared_preload_libraries\" to count in shared memory"),
+				 errhint("Add imagekit_ext to shared_preload_libraries and restart the server.")));
+}
+
+/* imagekit.stats(): the current database's counters in shared memory. */
 Datum
 imagekit_stats(PG_FUNCTION_ARGS)
 {
@@ -167,11 +178,7 @@ imagekit_stats(PG_FUNCTION_ARGS)
 	Datum		values[8];
 	bool		nulls[8];
 
-	if (!ik_shmem_available())
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("imagekit_ext must be loaded via \"shared_preload_libraries\" to count in shared memory"),
-				 errhint("Add imagekit_ext to shared_preload_libraries and restart the server.")));
+	ik_sql_require_shmem();
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
 	memset(nulls, false, sizeof(nulls));
@@ -192,4 +199,54 @@ Datum
 imagekit_worker_is_storing(PG_FUNCTION_ARGS)
 {
 	PG_RETURN_BOOL(ik_queue_storing_in(PG_GETARG_OID(0)));
+}
+/*
+ * imagekit.worker_slots(): the launcher and the workers of every database,
+ * for the imagekit.workers view.
+ */
+Datum
+imagekit_worker_slots(PG_FUNCTION_ARGS)
+{
+	static const char *const states[] = {
+		[IK_SLOT_FREE] = "free",
+		[IK_SLOT_STARTING] = "starting",
+		[IK_SLOT_SERVING] = "serving",
+		[IK_SLOT_STOPPING] = "stopping",
+	};
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	Datum		values[5];
+	bool		nulls[5];
+	int			pid;
+
+	ik_sql_require_shmem();
+	InitMaterializedSRF(fcinfo, 0);
+
+	pid = ik_shmem_launcher_pid();
+	if (pid != 0)
+	{
+		memset(nulls, false, sizeof(nulls));
+		values[0] = CStringGetTextDatum("launcher");
+		values[1] = Int32GetDatum(pid);
+		nulls[2] = true;
+		values[3] = CStringGetTextDatum("running");
+		nulls[4] = true;
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	for (int slot = 0; slot < ik_shmem_max_workers(); slot++)
+	{
+		IkSlotInfo	info;
+
+		ik_shmem_slot_get(slot, &info);
+		if (info.state == IK_SLOT_FREE)
+			continue;
+		memset(nulls, false, sizeof(nulls));
+		values[0] = CStringGetTextDatum("worker");
+		values[1] = Int32GetDatum(info.pid);
+		nulls[1] = info.pid == 0;
+		values[2] = ObjectIdGetDatum(info.dboid);
+		values[3] = CStringGetTextDatum(states[info.state]);
+		values[4] = Int32GetDatum((int32) info.in_flight);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
 }

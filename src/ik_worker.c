@@ -103,6 +103,9 @@ typedef struct IkJob
 } IkJob;
 
 static int	ik_slot;
+static char ik_database_name[NAMEDATALEN];
+static bool ik_serving = false; /* the extension found: serving */
+static bool ik_settings_stale = true;	/* read the database's settings */
 static int64 ik_token;			/* the lease token of this worker's claims */
 static dlist_head ik_jobs = DLIST_STATIC_INIT(ik_jobs);
 static int	ik_njobs = 0;			/* in memory, finished ones included */
@@ -151,29 +154,6 @@ static long ik_refused_status = 0;
  */
 static char *ik_seen_key = NULL;
 static uint32 ik_key_generation = 0;
-
-void
-ik_worker_register(int slot)
-{
-	BackgroundWorker worker;
-
-	memset(&worker, 0, sizeof(worker));
-	/*
-	 * Not BGWORKER_INTERRUPTIBLE (19): PostgreSQL does not start again a
-	 * worker it ended for CREATE, ALTER or DROP DATABASE, and nothing would
-	 * start these (README.md, "Supported versions").
-	 */
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	/* start on a hot standby too, and wait there for promotion */
-	worker.bgw_start_time = BgWorkerStart_ConsistentState;
-	worker.bgw_restart_time = 5;
-	snprintf(worker.bgw_library_name, BGW_MAXLEN, "imagekit_ext");
-	snprintf(worker.bgw_function_name, BGW_MAXLEN, "ik_worker_main");
-	snprintf(worker.bgw_name, BGW_MAXLEN, "imagekit worker %d", slot);
-	snprintf(worker.bgw_type, BGW_MAXLEN, "imagekit worker");
-	worker.bgw_main_arg = Int32GetDatum(slot);
-	RegisterBackgroundWorker(&worker);
-}
 
 /*
  * HTTP requests in flight at once: imagekit.max_concurrent_uploads, but no
@@ -621,6 +601,39 @@ ik_worker_forget_jobs(void)
 	ik_shmem_set_in_flight(ik_slot, ik_nrequests);
 }
 
+static void ik_worker_record_finished(void);
+
+/*
+ * End this worker, telling the launcher why.  Asked to stop (database DDL,
+ * settings, a fairer share), it first records what it has finished and
+ * gives back the jobs it holds, their attempt not counted, so that a stop
+ * costs the queue nothing.
+ */
+static void
+ik_worker_exit(IkExitReason reason)
+{
+	int			held = ik_njobs;
+
+	Assert(CurrentMemoryContext == ik_loop_cxt);
+	if (reason == IK_EXIT_STOPPED && ik_serving && ik_njobs > 0)
+	{
+		ik_worker_record_finished();
+		ik_worker_begin("imagekit: giving back jobs");
+		if (ik_queue_installed())
+			ik_queue_release(ik_token);
+		ik_worker_commit();
+	}
+	ik_worker_forget_jobs();
+	ik_shmem_worker_exiting(ik_slot, reason);
+	if (reason == IK_EXIT_STOPPED)
+		elog(LOG, "imagekit worker %d for database \"%s\" stopped; %d jobs given back",
+			 ik_slot, ik_database_name, held);
+	else if (ik_serving)
+		elog(LOG, "imagekit worker %d for database \"%s\" exits: extension imagekit_ext is not installed there (any more)",
+			 ik_slot, ik_database_name);
+	proc_exit(0);
+}
+
 /*
  * Record each finished job in a transaction of its own (so that a worker
  * never holds row locks of several rows at once, which could deadlock with
@@ -646,10 +659,7 @@ ik_worker_record_finished(void)
 		if (!ik_queue_installed())
 		{
 			ik_worker_commit();
-			elog(LOG, "imagekit worker %d: the extension was dropped; forgetting %d jobs",
-				 ik_slot, ik_njobs);
-			ik_worker_forget_jobs();
-			return;
+			ik_worker_exit(IK_EXIT_NOT_INSTALLED);
 		}
 		outcome = ik_queue_finish(&job->q, ik_token);
 		ik_worker_commit();
@@ -701,21 +711,31 @@ ik_worker_may_claim(void)
 
 /* One transaction: dedup downloaded jobs, claim more if there is room. */
 static void
-ik_worker_dedup_and_claim(bool *installed)
+ik_worker_dedup_and_claim(void)
 {
 	dlist_iter	it;
 	int			room = ik_worker_concurrency();
 	TimestampTz now = GetCurrentTimestamp();
 
 	ik_worker_begin("imagekit: claiming jobs");
-	*installed = ik_queue_installed();
-	if (!*installed)
+	if (!ik_queue_installed())
 	{
 		ik_worker_commit();
-		if (ik_njobs > 0)
-			ik_worker_forget_jobs();
-		ik_leases_checked = 0;
-		return;
+		ik_worker_exit(IK_EXIT_NOT_INSTALLED);
+	}
+	if (!ik_serving)
+	{
+		/* from now on, commits in this database wake this worker */
+		ik_shmem_worker_serving(ik_slot, ik_token);
+		ik_serving = true;
+		elog(LOG, "imagekit worker %d serves database \"%s\"",
+			 ik_slot, ik_database_name);
+	}
+	if (ik_settings_stale)
+	{
+		/* the launcher sizes this database's share with it */
+		ik_shmem_worker_report_db_workers(ik_slot, ik_queue_database_workers());
+		ik_settings_stale = false;
 	}
 	/* at once when starting: what this slot held before is given back */
 	if (TimestampDifferenceExceeds(ik_leases_checked, now, IK_LEASE_CHECK_MS))
@@ -919,20 +939,22 @@ ik_worker_wait_event(void)
 void
 ik_worker_main(Datum arg)
 {
-	char	   *database;
-	bool		installed = false;
+	IkWorkerExtra extra;
 
 	ik_slot = DatumGetInt32(arg);
+	memcpy(&extra, MyBgworkerEntry->bgw_extra, sizeof(extra));
+	strlcpy(ik_database_name, extra.dbname, sizeof(ik_database_name));
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 
-	database = pstrdup(ik_guc_database);
-	BackgroundWorkerInitializeConnection(database, NULL, 0);
+	/* not even connect to a database held by DDL: it waits for us */
+	if (!ik_shmem_worker_attach(ik_slot, extra.dboid, extra.generation))
+		proc_exit(0);
+	BackgroundWorkerInitializeConnectionByOid(extra.dboid, InvalidOid, 0);
 	/* unique to this process: claims of an earlier one are lost leases */
 	ik_token = (int64) GetCurrentTimestamp();
-	ik_shmem_register_worker(ik_slot, ik_token);
 	ik_key_check_changed();
 	/* the worker's own SQL is schema-qualified; trust nothing else */
 	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
@@ -955,7 +977,6 @@ ik_worker_main(Datum arg)
 										ALLOCSET_DEFAULT_SIZES);
 	ik_loop_cxt = AllocSetContextCreate(TopMemoryContext, "imagekit worker loop",
 										ALLOCSET_DEFAULT_SIZES);
-	elog(LOG, "imagekit worker %d started for database \"%s\"", ik_slot, database);
 
 	for (;;)
 	{
@@ -971,14 +992,12 @@ ik_worker_main(Datum arg)
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
 			ik_key_check_changed();
-			if (strcmp(database, ik_guc_database) != 0)
-			{
-				elog(LOG, "imagekit worker %d restarting for database \"%s\"",
-					 ik_slot, ik_guc_database);
-				proc_exit(1);
-			}
 			ik_claim_wanted = true;
 		}
+		if (ik_shmem_worker_should_stop(ik_slot))
+			ik_worker_exit(IK_EXIT_STOPPED);
+		if (ik_shmem_take_settings_change())
+			ik_settings_stale = true;
 
 		if (RecoveryInProgress() || (!ik_guc_enabled && ik_njobs == 0))
 		{
@@ -994,7 +1013,7 @@ ik_worker_main(Datum arg)
 			continue;
 		}
 
-		if (installed && ik_worker_has_phase(IK_PHASE_FINISHED))
+		if (ik_serving && ik_worker_has_phase(IK_PHASE_FINISHED))
 			ik_worker_record_finished();
 		if (ik_next_due != 0 && ik_next_due <= GetCurrentTimestamp())
 		{
@@ -1006,20 +1025,13 @@ ik_worker_main(Datum arg)
 			ik_claim_wanted = true;
 			ik_backfill_after = 0;
 		}
-		if (!installed || ik_worker_should_claim() || ik_worker_dedup_due() ||
+		if (!ik_serving || ik_settings_stale || ik_worker_should_claim() || ik_worker_dedup_due() ||
 			ik_worker_should_queue())
 		{
-			ik_worker_dedup_and_claim(&installed);
+			ik_worker_dedup_and_claim();
 			/* dedup hits are finished at once */
-			if (installed && ik_worker_has_phase(IK_PHASE_FINISHED))
+			if (ik_worker_has_phase(IK_PHASE_FINISHED))
 				ik_worker_record_finished();
-			if (!installed)
-			{
-				/* no extension (yet) in this database: wait to be told */
-				ik_claim_wanted = false;
-				ik_next_due = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-														  IK_IDLE_WAIT_MS);
-			}
 		}
 
 		ik_worker_start_requests();
