@@ -117,8 +117,12 @@ ik_start_cluster "$work" "$port" \
 	"shared_preload_libraries = 'imagekit_ext'" \
 	"imagekit.private_key = '$key'" \
 	"imagekit.upload_endpoint = 'http://127.0.0.1:$IK_STANDIN_PORT/api/v1/files/upload'" \
-	"imagekit.url_endpoint = 'https://ik.imagekit.io/demo'"
+	"imagekit.url_endpoint = 'https://ik.imagekit.io/demo'" \
+	"imagekit.database = 'postgres'"
 
+# (imagekit.database: the workers serve postgres only, so that the suites'
+# own databases, contrib_regression and isolation_regression, see their
+# queues as the SQL left them)
 status=0
 if [ -n "$only_tap" ]; then
 	ik_log "running $only_tap"
