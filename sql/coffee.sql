@@ -1,7 +1,7 @@
 -- The coffee-catalogue migration (migrations/coffee_images.sql): table,
 -- attachment, and the RPC rpc_upsert_coffee_image().
--- (The background worker of the test cluster drains database "postgres",
--- the default imagekit.database, not this one: jobs queued here stay queued
+-- (The background workers of the test cluster drain database "postgres"
+-- only (imagekit.database), not this one: jobs queued here stay queued
 -- and the rows keep what the RPC stored.)
 CREATE EXTENSION IF NOT EXISTS imagekit_ext;
 
