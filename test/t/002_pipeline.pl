@@ -231,9 +231,10 @@ is(sq("SELECT imagekit_url FROM coffee_images WHERE url LIKE '%img-12002-%'"),
 sq("SELECT imagekit.detach('coffee_images')");
 sq("DROP EXTENSION imagekit_ext CASCADE");
 ok(1, 'DROP EXTENSION went through');
-sleep(1);
-ok($node->poll_query_until('postgres', "SELECT count(*) = 2 FROM pg_stat_activity WHERE backend_type = 'imagekit worker'"),
-	'workers still run, idle');
+ok($node->poll_query_until('postgres', "SELECT count(*) = 0 FROM pg_stat_activity WHERE backend_type = 'imagekit worker'"),
+	'the workers exit with the extension gone');
+is($node->safe_psql('postgres', "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'imagekit launcher'"),
+	'1', 'the launcher stays');
 
 $node->stop;
 my $log = slurp_file($node->logfile);

@@ -1,5 +1,5 @@
 # ALTER EXTENSION imagekit_ext UPDATE from 1.1 with tables attached and
-# rows waiting in the inbox and in the queue: the queue moves to 1.2 (its
+# rows waiting in the inbox and in the queue: the queue moves to 1.3 (its
 # counts, the new triggers of the attached tables) and drains; the tables'
 # trigger functions stay outside the extension, so DROP EXTENSION still
 # needs CASCADE only for what it needed before.  Until the update, inserts
@@ -36,7 +36,7 @@ sq(qq{
 	CREATE TABLE more_pics (id text PRIMARY KEY, src varchar(500));
 	SELECT imagekit.attach('more_pics', 'src', 'cdn');
 });
-# with the 1.2 library and the 1.1 scripts, the worker does not drain
+# with the 1.3 library and the 1.1 scripts, the worker does not drain
 sq("INSERT INTO pics SELECT g, '$base/source/img-' || g || '-2000.png' FROM generate_series(1, 5) g");
 sq("INSERT INTO more_pics SELECT 'k' || g, '$base/source/img-' || (100 + g) || '-2000.png' FROM generate_series(1, 5) g");
 ok($node->wait_for_log(qr/extension imagekit_ext needs an update before the worker can drain its queue/),
@@ -48,7 +48,7 @@ sq("UPDATE pics SET url = '$base/source/img-6-2000.png' WHERE id = 5");
 is(sq("SELECT count(*) FROM imagekit.jobs"), '1', 'and one job in the queue');
 
 sq("ALTER EXTENSION imagekit_ext UPDATE");
-is(sq("SELECT extversion FROM pg_extension WHERE extname = 'imagekit_ext'"), '1.2', 'updated to 1.2');
+is(sq("SELECT extversion FROM pg_extension WHERE extname = 'imagekit_ext'"), '1.3', 'updated to 1.3');
 is(sq("SELECT count(*) FROM pg_trigger WHERE tgname = 'imagekit_truncate'"), '2', 'the attached tables got the new triggers');
 is(sq("SELECT count(*) FROM pg_depend d JOIN pg_proc p ON p.oid = d.objid
        WHERE d.deptype = 'e' AND p.proname ~ '^enqueue_[0-9]+'"), '0',
@@ -72,6 +72,35 @@ sq("DROP TABLE pics");
 sq("SET client_min_messages = warning; DROP EXTENSION imagekit_ext CASCADE");
 is(sq("SELECT count(*) FROM more_pics WHERE cdn IS NOT NULL") . '/' . sq("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'more_pics'::regclass"),
 	'5/0', 'DROP EXTENSION CASCADE takes the triggers and leaves the data');
+
+# a running 1.2 configuration (imagekit.workers = 1, the default
+# imagekit.database of 1.2 set explicitly) in a database with rows in
+# flight: the 1.3 library asks for the update, which keeps the queue and
+# starts the database's worker again
+$node->safe_psql('postgres', "ALTER SYSTEM SET imagekit.workers = 1");
+$node->safe_psql('postgres', "ALTER SYSTEM SET imagekit.database = 'v12'");
+$node->reload;
+$node->safe_psql('postgres', 'CREATE DATABASE v12');
+$node->safe_psql('v12', q{
+	CREATE EXTENSION imagekit_ext VERSION '1.2';
+	CREATE TABLE pics (id int PRIMARY KEY, url text);
+	SELECT imagekit.attach('pics');
+});
+$node->safe_psql('v12', "INSERT INTO pics SELECT g, '$base/source/img-' || (300 + g) || '-2000.png' FROM generate_series(1, 8) g");
+# jobs a 1.2 worker held when it was replaced: in flight under a dead lease
+$node->safe_psql('v12', q{
+	SELECT imagekit.absorb_inbox(100);
+	UPDATE imagekit.jobs SET state = 'in_flight', lease_token = 42, attempts = 1,
+	       lease_expires_at = now() + interval '1 hour' WHERE row_key IN ('1', '2');
+});
+is($node->safe_psql('v12', "SELECT count(*) FROM pics WHERE imagekit_url IS NOT NULL"), '0', 'under 1.2, nothing drains');
+$node->safe_psql('v12', 'ALTER EXTENSION imagekit_ext UPDATE');
+is($node->safe_psql('v12', "SELECT extversion FROM pg_extension WHERE extname = 'imagekit_ext'"), '1.3', '1.2 updated to 1.3');
+ok($node->poll_query_until('v12', "SELECT count(*) = 8 FROM pics WHERE imagekit_url LIKE 'https://ik.imagekit.io/%'"),
+	'the update starts the worker, which drains the 1.2 queue, the jobs in flight included');
+ok($node->poll_query_until('v12', "SELECT count(*) = 1 FROM imagekit.workers WHERE datname = 'v12' AND state = 'serving'"),
+	'imagekit.database still names the only database served')
+  or diag($node->safe_psql('v12', 'TABLE imagekit.workers'));
 
 $node->stop;
 done_testing();

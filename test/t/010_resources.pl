@@ -27,12 +27,13 @@ $node->append_conf('postgresql.conf',
 	  . "imagekit.max_concurrent_uploads = 64\n"
 	  . "imagekit.batch_size = 64\n"
 	  . "max_files_per_process = 80\n"
-	  . "max_worker_processes = 2\n"
+	  . "imagekit.max_workers = 1\n"
+	  . "max_worker_processes = 3\n"
 	  . "log_min_messages = warning\n");
 $node->start;
 
-ok($node->log_contains('imagekit.workers \(1\) leaves no background worker slot free \(max_worker_processes = 2\)'),
-	'a warning at start: the imagekit worker takes the last slot');
+ok($node->log_contains('imagekit.max_workers \(1\) leaves no background worker slot free \(max_worker_processes = 3\)'),
+	'a warning at start: the imagekit launcher and worker take the last slots');
 ok(!$node->log_contains('too many background workers'), 'which it still gets');
 
 $node->safe_psql('postgres', q{
