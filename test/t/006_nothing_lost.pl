@@ -31,7 +31,10 @@ my $conf = "shared_preload_libraries = 'imagekit_ext'\n"
   . "imagekit.retry_max_delay = 1000\n"
   . "imagekit.max_retries = 1\n"
   . "restart_after_crash = on\n"
-  . "log_min_messages = warning\n";
+  . "log_min_messages = warning\n"
+  # one database served at a time, so that a restored queue is seen whole
+  # before its worker starts (see "into a new database")
+  . "imagekit.database = 'postgres'\n";
 
 my $node = PostgreSQL::Test::Cluster->new('nothing_lost');
 $node->init;
