@@ -736,10 +736,15 @@ ik_shmem_hold(Oid dboid)
 		ik_shared->nholds++;
 		ok = true;
 	}
+	/* stopped for good: the hold may end before a worker has seen it */
 	for (int i = 0; i < ik_shared->max_workers; i++)
 	{
-		if (ik_shared->slots[i].dboid == dboid)
+		if (ik_shared->slots[i].dboid == dboid &&
+			ik_shared->slots[i].state != IK_SLOT_FREE)
+		{
+			ik_shared->slots[i].stop = true;
 			ik_shared->slots[i].state = IK_SLOT_STOPPING;
+		}
 	}
 	SpinLockRelease(&ik_shared->mutex);
 	ik_holding |= ok;
