@@ -9,6 +9,7 @@ OBJS = \
 	src/ik_guc.o \
 	src/ik_hash.o \
 	src/ik_http.o \
+	src/ik_jobs.o \
 	src/ik_launcher.o \
 	src/ik_protocol.o \
 	src/ik_queue.o \

@@ -9,12 +9,20 @@
  * so both succeed and one row remains; the second then answers with the
  * first's row (a new statement sees it once committed).
  *
+ * The workers dedup across processes before they upload: a worker holds a
+ * session-level advisory lock on a content hash from the moment it decides
+ * to upload those bytes until its asset row is committed; another worker
+ * that downloads the same bytes meanwhile does not upload them, but looks
+ * the row up again a moment later.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
+#include "miscadmin.h"
+#include "storage/lock.h"
 #include "utils/builtins.h"
 
 #include "ik_assets.h"
@@ -128,4 +136,41 @@ ik_asset_record(const char *content_hash, const IkUploadResult *asset)
 	inserted = SPI_processed > 0;
 	SPI_finish();
 	return inserted;
+}
+
+/* The advisory lock tag of a content hash (its first 64 bits). */
+static void
+ik_asset_locktag(LOCKTAG *tag, const char *content_hash)
+{
+	char		part[9];
+	uint32		hi;
+	uint32		lo;
+
+	memcpy(part, content_hash, 8);
+	part[8] = '\0';
+	hi = (uint32) strtoul(part, NULL, 16);
+	memcpy(part, content_hash + 8, 8);
+	lo = (uint32) strtoul(part, NULL, 16);
+
+	/* field4 = 0x494b ("IK") keeps clear of applications' advisory locks */
+	SET_LOCKTAG_ADVISORY(*tag, MyDatabaseId, hi, lo, 0x494b);
+}
+
+/* Take the upload lock of a content hash, if no other process has it. */
+bool
+ik_asset_trylock(const char *content_hash)
+{
+	LOCKTAG		tag;
+
+	ik_asset_locktag(&tag, content_hash);
+	return LockAcquire(&tag, ExclusiveLock, true, true) != LOCKACQUIRE_NOT_AVAIL;
+}
+
+void
+ik_asset_unlock(const char *content_hash)
+{
+	LOCKTAG		tag;
+
+	ik_asset_locktag(&tag, content_hash);
+	LockRelease(&tag, ExclusiveLock, true);
 }

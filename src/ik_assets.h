@@ -8,10 +8,22 @@
 #ifndef IK_ASSETS_H
 #define IK_ASSETS_H
 
-#include "ik_protocol.h"
+/* What ImageKit answered to an upload; an asset of imagekit.assets. */
+typedef struct IkUploadResult
+{
+	char	   *url;
+	char	   *file_id;
+	char	   *file_path;
+	char	   *name;
+	int64		size;			/* -1 when unknown */
+	int32		width;			/* -1 when unknown */
+	int32		height;			/* -1 when unknown */
+} IkUploadResult;
 
 extern bool ik_asset_lookup(const char *content_hash, IkUploadResult *asset);
 extern bool ik_asset_record(const char *content_hash,
 							const IkUploadResult *asset);
+extern bool ik_asset_trylock(const char *content_hash);
+extern void ik_asset_unlock(const char *content_hash);
 
 #endif							/* IK_ASSETS_H */

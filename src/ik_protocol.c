@@ -19,6 +19,16 @@
  * or an HTTP date) and X-RateLimit-Reset (milliseconds) lengthen the wait;
  * the cap bounds everything.  Other 4xx are never retried.
  *
+ * For the workers, the rest of the policy is here too: when a job's retries
+ * run out (ik_protocol_job_retry), a 429 that pauses every worker's uploads
+ * (ik_protocol_rate_limited), and a refused key.  A 401/403 means that no
+ * upload can succeed with this key: the worker then holds its jobs in the
+ * queue (no attempt counted, nothing falls back) and claims nothing until
+ * imagekit.private_key changes or imagekit.retry_max_delay has passed,
+ * when it tries again (ik_protocol_key_refused).  A 401 to an upload sent
+ * with an older key says nothing about the current one: each upload notes
+ * the generation of the key it was sent with.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -34,6 +44,7 @@
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "storage/latch.h"
+#include "utils/memutils.h"
 #include "utils/timestamp.h"
 #include "utils/wait_event.h"
 
@@ -41,6 +52,7 @@
 #include "ik_guc.h"
 #include "ik_protocol.h"
 #include "ik_response.h"
+#include "ik_shmem.h"
 
 #define IK_MAX_MESSAGE_LEN	500
 
@@ -552,4 +564,115 @@ ik_protocol_options(IkUploadOptions *opts)
 	opts->max_retries = ik_guc_max_retries;
 	opts->retry_base_delay_ms = ik_guc_retry_base_delay;
 	opts->retry_max_delay_ms = ik_guc_retry_max_delay;
+}
+
+/* ---- the workers' retry policy ---- */
+
+static char *ik_refused_key = NULL; /* the key ImageKit refused, or NULL */
+static TimestampTz ik_refused_until = 0;
+static long ik_refused_status = 0;
+static char *ik_seen_key = NULL;
+static uint32 ik_key_generation = 0;
+
+/*
+ * The generation of the current key, bumped when a reload changed
+ * imagekit.private_key.
+ */
+uint32
+ik_protocol_key_generation(void)
+{
+	const char *key = ik_guc_private_key ? ik_guc_private_key : "";
+
+	if (ik_seen_key == NULL || strcmp(ik_seen_key, key) != 0)
+	{
+		if (ik_seen_key != NULL)
+			pfree(ik_seen_key);
+		ik_seen_key = MemoryContextStrdup(TopMemoryContext, key);
+		ik_key_generation++;
+	}
+	return ik_key_generation;
+}
+
+/*
+ * Is the current key one that ImageKit refused a moment ago?  Then
+ * "status" is the HTTP status it refused it with.
+ */
+bool
+ik_protocol_key_refused(long *status)
+{
+	if (ik_refused_key == NULL)
+		return false;
+	if (strcmp(ik_refused_key, ik_guc_private_key ? ik_guc_private_key : "") != 0 ||
+		GetCurrentTimestamp() >= ik_refused_until)
+	{
+		/* a new key, or time to try the old one again */
+		pfree(ik_refused_key);
+		ik_refused_key = NULL;
+		return false;
+	}
+	if (status)
+		*status = ik_refused_status;
+	return true;
+}
+
+/* When the refused key is to be tried again; 0 when none is refused. */
+TimestampTz
+ik_protocol_key_retry_at(void)
+{
+	return ik_refused_key != NULL ? ik_refused_until : 0;
+}
+
+/* ImageKit refused an upload sent with key generation "generation". */
+void
+ik_protocol_key_refused_by(const IkUploadError *err, uint32 generation)
+{
+	if (generation != ik_protocol_key_generation() ||
+		ik_protocol_key_refused(NULL))
+		return;
+	ik_refused_key = MemoryContextStrdup(TopMemoryContext,
+										 ik_guc_private_key ? ik_guc_private_key : "");
+	ik_refused_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+												   ik_guc_retry_max_delay);
+	ik_refused_status = err->status;
+	ereport(WARNING,
+			(errmsg("imagekit: ImageKit refused the private key (HTTP status %ld): uploads are held",
+					err->status),
+			 errdetail("ImageKit said: %s", err->message ? err->message : "nothing"),
+			 errhint("Jobs stay queued.  Set a valid imagekit.private_key and reload; the worker tries the current key again in %d ms.",
+					 ik_guc_retry_max_delay)));
+}
+
+/*
+ * A job failed its attempt number attempts + 1 in a way worth retrying:
+ * the delay before the next one, or -1 when its retries ran out.
+ */
+long
+ik_protocol_job_retry(int attempts, long hint_ms)
+{
+	if (attempts + 1 > ik_guc_max_retries)
+		return -1;
+	return ik_retry_delay_ms(attempts, ik_guc_retry_base_delay,
+							 ik_guc_retry_max_delay, hint_ms);
+}
+
+/*
+ * A job claimed "attempts" times before without a result killed its
+ * worker each time (a crash, a kill, out of memory): has it used up its
+ * retries?  Then it falls back without another try.
+ */
+bool
+ik_protocol_job_gave_up(int attempts)
+{
+	return attempts > ik_guc_max_retries;
+}
+
+/* A 429: pause every worker's uploads until ImageKit's reset time. */
+void
+ik_protocol_rate_limited(const IkUploadError *err)
+{
+	long		pause = err->retry_hint_ms > 0 ? err->retry_hint_ms :
+		ik_guc_retry_base_delay;
+
+	pause = Min(pause, ik_guc_retry_max_delay);
+	ik_shmem_pause_until(TimestampTzPlusMilliseconds(GetCurrentTimestamp(), pause));
 }

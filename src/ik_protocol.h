@@ -9,6 +9,9 @@
 #ifndef IK_PROTOCOL_H
 #define IK_PROTOCOL_H
 
+#include "utils/timestamp.h"
+
+#include "ik_assets.h"
 #include "ik_http.h"
 
 /* SQLSTATEs of the errors ImageKit can cause; documented in README.md */
@@ -34,17 +37,6 @@ typedef struct IkUploadOptions
 	int			retry_base_delay_ms;
 	int			retry_max_delay_ms;
 } IkUploadOptions;
-
-typedef struct IkUploadResult
-{
-	char	   *url;
-	char	   *file_id;
-	char	   *file_path;
-	char	   *name;
-	int64		size;			/* -1 when unknown */
-	int32		width;			/* -1 when unknown */
-	int32		height;			/* -1 when unknown */
-} IkUploadResult;
 
 typedef enum IkOutcome
 {
@@ -81,6 +73,16 @@ extern void ik_upload_sync(const IkUploadOptions *opts, const char *data,
 extern const char *ik_protocol_config_problem(void);
 extern void ik_protocol_options(IkUploadOptions *opts);
 extern void ik_sleep_ms(long ms, uint32 wait_event);
+
+/* the workers' retry policy */
+extern uint32 ik_protocol_key_generation(void);
+extern bool ik_protocol_key_refused(long *status);
+extern TimestampTz ik_protocol_key_retry_at(void);
+extern void ik_protocol_key_refused_by(const IkUploadError *err,
+									   uint32 generation);
+extern long ik_protocol_job_retry(int attempts, long hint_ms);
+extern bool ik_protocol_job_gave_up(int attempts);
+extern void ik_protocol_rate_limited(const IkUploadError *err);
 extern char *ik_utf8_to_server(const char *s, size_t len);
 
 #endif							/* IK_PROTOCOL_H */

@@ -14,8 +14,8 @@
 #include "access/attnum.h"
 #include "nodes/pg_list.h"
 
+#include "ik_assets.h"
 #include "ik_hash.h"
-#include "ik_protocol.h"
 
 typedef enum IkJobResult
 {
