@@ -6,7 +6,9 @@
 
 -- A worker that stops (for database DDL, or because the launcher gives
 -- its slot to another database) gives back the jobs it holds with lease
--- "token"; the attempt the claim counted does not count.
+-- "token"; the attempt the claim counted does not count.  A job row that
+-- someone holds locked is skipped, not waited for (the DDL waits for the
+-- worker): it goes back when its lease is found lost.
 CREATE FUNCTION imagekit.release_jobs(token bigint)
 RETURNS integer
 LANGUAGE plpgsql VOLATILE
@@ -19,7 +21,9 @@ BEGIN
        SET state = 'queued', attempts = greatest(j.attempts - 1, 0),
            next_attempt_at = now(), lease_expires_at = NULL,
            worker = NULL, lease_token = NULL, updated_at = now()
-     WHERE j.state = 'in_flight' AND j.lease_token = release_jobs.token;
+     WHERE j.id IN (SELECT h.id FROM imagekit.jobs h
+                     WHERE h.state = 'in_flight' AND h.lease_token = release_jobs.token
+                       FOR UPDATE SKIP LOCKED);
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
 END
