@@ -14,9 +14,11 @@
 #ifndef IK_COMPAT_H
 #define IK_COMPAT_H
 
+#include "catalog/pg_database.h"
 #include "postmaster/bgworker.h"
 #include "storage/latch.h"
 #include "storage/proc.h"
+#include "utils/acl.h"
 #include "utils/memutils.h"
 
 /*
@@ -74,6 +76,18 @@ extern uint32 ik_wait_event(IkWait wait);
 #define IK_BGWORKER_INTERRUPTIBLE	BGWORKER_INTERRUPTIBLE
 #else
 #define IK_BGWORKER_INTERRUPTIBLE	0
+#endif
+
+/*
+ * Does "roleid" own database "dboid"?  16 replaced the per-catalog owner
+ * checks by object_ownercheck().
+ */
+#if PG_VERSION_NUM >= 160000
+#define ik_database_ownercheck(dboid, roleid) \
+	object_ownercheck(DatabaseRelationId, (dboid), (roleid))
+#else
+#define ik_database_ownercheck(dboid, roleid) \
+	pg_database_ownercheck((dboid), (roleid))
 #endif
 
 /*

@@ -608,7 +608,14 @@ ik_launcher_hold_database(const char *name)
 	int		   *pids;
 	TimestampTz start = GetCurrentTimestamp();
 
-	if (!OidIsValid(dboid) || !ik_shmem_hold(dboid))
+	/*
+	 * Only for a role that may run the command (its owner, or a
+	 * superuser): anyone else's attempt fails, and must not stop the
+	 * workers on the way.
+	 */
+	if (!OidIsValid(dboid) ||
+		!(superuser() || ik_database_ownercheck(dboid, GetUserId())) ||
+		!ik_shmem_hold(dboid))
 		return;
 	pids = palloc(sizeof(int) * Max(ik_shmem_max_workers(), 1));
 	for (;;)

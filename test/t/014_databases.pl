@@ -167,8 +167,13 @@ usleep(500_000);
 log_quiet('the DDL');
 ok(!$node->log_contains('being accessed by other users'), 'no DDL waited for a worker');
 
-# 4. a killed worker comes back; so does a killed launcher
+# 4. a role that may not drop a database does not stop its workers by
+# trying; a killed worker comes back; so does a killed launcher
 my $pid = sq('postgres', "SELECT pid FROM imagekit.workers WHERE datname = 'app_d'");
+sq('postgres', 'CREATE ROLE mallory LOGIN');
+my ($mrc, $mout, $merr) = $node->psql('postgres', "\\set VERBOSITY sqlstate\nDROP DATABASE app_d", extra_params => [ '-U', 'mallory' ]);
+like($merr, qr/ERROR:  42501/, 'DROP DATABASE by a role that does not own it fails');
+is(sq('postgres', "SELECT pid FROM imagekit.workers WHERE datname = 'app_d'"), $pid, 'and leaves its worker alone');
 sq('postgres', "SELECT pg_terminate_backend($pid)");
 ok($node->poll_query_until('postgres', "SELECT count(*) = 1 FROM imagekit.workers WHERE datname = 'app_d' AND state = 'serving' AND pid <> $pid"),
 	'the launcher starts a killed worker again');
