@@ -42,6 +42,7 @@
 #include "ik_protocol.h"
 #include "ik_shmem.h"
 #include "ik_source.h"
+#include "ik_stats.h"
 
 #define IK_HOLD_MS 1000
 #define IK_LOOKUP_AGAIN_MS 50
@@ -89,7 +90,7 @@ ik_job_finish(IkJob *job, IkJobResult result, const char *error, int status,
 		if (job->q.retry_delay_ms < 0)
 			job->q.result = IK_JOB_FALLBACK;
 		else
-			ik_shmem_count(IK_STAT_RETRIES, 1);
+			ik_stats_count(IK_STAT_RETRIES, 1);
 	}
 	if (job->download)
 		ik_http_request_free(job->download);
@@ -105,7 +106,7 @@ ik_job_dedup_hit(IkJob *job, const char *url)
 {
 	job->q.url = MemoryContextStrdup(job->q.mcxt, url);
 	job->q.dedup_hit = true;
-	ik_shmem_count(IK_STAT_DEDUP_HITS, 1);
+	ik_stats_count(IK_STAT_DEDUP_HITS, 1);
 	ik_job_finish(job, IK_JOB_DONE, NULL, 0, -1);
 }
 
@@ -185,8 +186,8 @@ ik_job_downloaded(IkJob *job)
 					  error, (int) req->status, hint_ms);
 		return;
 	}
-	ik_shmem_count(IK_STAT_DOWNLOADS, 1);
-	ik_shmem_count(IK_STAT_DOWNLOAD_BYTES, req->body_len);
+	ik_stats_count(IK_STAT_DOWNLOADS, 1);
+	ik_stats_count(IK_STAT_DOWNLOAD_BYTES, req->body_len);
 	ik_sha256_hex(req->body, req->body_len, job->q.hash);
 	job->dedup_after = 0;
 	job->phase = IK_PHASE_HASHED;
@@ -296,8 +297,8 @@ ik_job_uploaded(IkJob *job)
 	switch (outcome)
 	{
 		case IK_OUTCOME_OK:
-			ik_shmem_count(IK_STAT_UPLOADS, 1);
-			ik_shmem_count(IK_STAT_UPLOAD_BYTES, job->download->body_len);
+			ik_stats_count(IK_STAT_UPLOADS, 1);
+			ik_stats_count(IK_STAT_UPLOAD_BYTES, job->download->body_len);
 			job->q.url = job->q.asset.url;
 			job->q.uploaded = true;
 			ik_job_finish(job, IK_JOB_DONE, NULL, 0, -1);

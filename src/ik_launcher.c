@@ -63,6 +63,7 @@
 #include "ik_guc.h"
 #include "ik_launcher.h"
 #include "ik_shmem.h"
+#include "ik_stats.h"
 #include "ik_worker.h"
 
 #define IK_RESCAN_MS 30000
@@ -731,7 +732,7 @@ ik_launcher_process_utility(PlannedStmt *pstmt, const char *queryString,
 								params, queryEnv, dest, qc);
 
 	if (OidIsValid(dropped))
-		ik_shmem_forget_stats(dropped);
+		ik_stats_forget(dropped);
 }
 
 /* From _PG_init, while preloading. */

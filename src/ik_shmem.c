@@ -2,17 +2,16 @@
  *
  * ik_shmem.c
  *	  Shared state: the worker slots the launcher hands out, the databases
- *	  held by database DDL, the launcher's requests, a cluster-wide
- *	  rate-limit pause, and the per-database counters of imagekit.stats().
+ *	  held by database DDL, the launcher's requests, and a cluster-wide
+ *	  rate-limit pause.  (The counters of imagekit.stats(): ik_stats.c.)
  *
  * The memory is requested only when the library is preloaded; without it
- * there is no launcher nor worker, wake-ups are no-ops and the counters
- * read as zero.
+ * there is no launcher nor worker, and wake-ups are no-ops.
  *
  * Locking: a slot's identity (database, pid, state, stop request, exit
  * reason), the holds and the requests are under one spinlock, held for a
  * few instructions at a time and never across a call.  The rest (latches,
- * lease tokens, requests in flight, the pause, the counters) are atomics.
+ * lease tokens, requests in flight, the pause) are atomics.
  *
  * A slot's life: the launcher claims it for a database (STARTING) and
  * starts a worker with the slot's number; the worker attaches (its pid),
@@ -46,10 +45,10 @@
 
 #include "ik_compat.h"
 #include "ik_shmem.h"
+#include "ik_stats.h"
 
 #define IK_MAX_HOLDS 64
 #define IK_MAX_REQUESTS 64
-#define IK_STATS_DATABASES 512
 
 typedef struct IkWorkerSlot
 {
@@ -73,12 +72,6 @@ typedef struct IkHold
 	int			pid;			/* the backend running the DDL */
 } IkHold;
 
-typedef struct IkDbCounters
-{
-	pg_atomic_uint32 dboid;		/* InvalidOid: a free entry */
-	pg_atomic_uint64 counters[IK_STAT_NUM_COUNTERS];
-} IkDbCounters;
-
 typedef struct IkShared
 {
 	slock_t		mutex;
@@ -92,7 +85,6 @@ typedef struct IkShared
 	pg_atomic_uint32 rescan;	/* pg_database changed: read it again */
 	pg_atomic_uint32 settings;	/* bumped by ALTER DATABASE ... SET */
 	pg_atomic_uint64 paused_until;	/* TimestampTz */
-	IkDbCounters stats[IK_STATS_DATABASES];
 
 	int			max_workers;
 	IkWorkerSlot slots[FLEXIBLE_ARRAY_MEMBER];
@@ -120,6 +112,7 @@ ik_shmem_request(void)
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
 	RequestAddinShmemSpace(MAXALIGN(ik_shmem_size()));
+	RequestAddinShmemSpace(MAXALIGN(ik_stats_shmem_size()));
 }
 
 static void
@@ -141,12 +134,6 @@ ik_shmem_startup(void)
 		pg_atomic_init_u32(&ik_shared->rescan, 0);
 		pg_atomic_init_u32(&ik_shared->settings, 0);
 		pg_atomic_init_u64(&ik_shared->paused_until, 0);
-		for (int i = 0; i < IK_STATS_DATABASES; i++)
-		{
-			pg_atomic_init_u32(&ik_shared->stats[i].dboid, InvalidOid);
-			for (int c = 0; c < IK_STAT_NUM_COUNTERS; c++)
-				pg_atomic_init_u64(&ik_shared->stats[i].counters[c], 0);
-		}
 		for (int i = 0; i < ik_max_workers; i++)
 		{
 			IkWorkerSlot *s = &ik_shared->slots[i];
@@ -157,6 +144,7 @@ ik_shmem_startup(void)
 			pg_atomic_init_u64(&s->token, 0);
 		}
 	}
+	ik_stats_shmem_startup();
 	LWLockRelease(AddinShmemInitLock);
 }
 
@@ -777,79 +765,6 @@ ik_shmem_database_pids(Oid dboid, int *pids)
 	}
 	SpinLockRelease(&ik_shared->mutex);
 	return n;
-}
-
-/*
- * The counters of "dboid"; with "create", a free entry is taken for it.
- * NULL when there is none (more databases counting than entries).
- */
-static IkDbCounters *
-ik_stats_entry(Oid dboid, bool create)
-{
-	static int	cached = -1;
-
-	if (cached >= 0 &&
-		pg_atomic_read_u32(&ik_shared->stats[cached].dboid) == dboid)
-		return &ik_shared->stats[cached];
-	for (int i = 0; i < IK_STATS_DATABASES; i++)
-	{
-		if (pg_atomic_read_u32(&ik_shared->stats[i].dboid) == dboid)
-		{
-			cached = i;
-			return &ik_shared->stats[i];
-		}
-	}
-	if (!create)
-		return NULL;
-	for (int i = 0; i < IK_STATS_DATABASES; i++)
-	{
-		uint32		expected = InvalidOid;
-
-		if (pg_atomic_compare_exchange_u32(&ik_shared->stats[i].dboid,
-										   &expected, dboid))
-		{
-			cached = i;
-			return &ik_shared->stats[i];
-		}
-	}
-	return NULL;
-}
-
-void
-ik_shmem_count(IkCounter counter, uint64 n)
-{
-	IkDbCounters *e;
-
-	if (ik_shared == NULL || !OidIsValid(MyDatabaseId))
-		return;
-	e = ik_stats_entry(MyDatabaseId, true);
-	if (e != NULL)
-		pg_atomic_fetch_add_u64(&e->counters[counter], n);
-}
-
-/* The current database's count. */
-uint64
-ik_shmem_counter(IkCounter counter)
-{
-	IkDbCounters *e;
-
-	if (ik_shared == NULL)
-		return 0;
-	e = ik_stats_entry(MyDatabaseId, false);
-	return e ? pg_atomic_read_u64(&e->counters[counter]) : 0;
-}
-
-/* The database is dropped: free its counters for another. */
-void
-ik_shmem_forget_stats(Oid dboid)
-{
-	IkDbCounters *e;
-
-	if (ik_shared == NULL || (e = ik_stats_entry(dboid, false)) == NULL)
-		return;
-	for (int c = 0; c < IK_STAT_NUM_COUNTERS; c++)
-		pg_atomic_write_u64(&e->counters[c], 0);
-	pg_atomic_write_u32(&e->dboid, InvalidOid);
 }
 
 /* Requests in flight of the current database's workers. */

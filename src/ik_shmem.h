@@ -2,8 +2,8 @@
  *
  * ik_shmem.h
  *	  Shared state: the worker slots the launcher hands out, the databases
- *	  held by database DDL, the launcher's requests, a cluster-wide
- *	  rate-limit pause, and the per-database counters of imagekit.stats().
+ *	  held by database DDL, the launcher's requests, and a cluster-wide
+ *	  rate-limit pause.
  *
  *-------------------------------------------------------------------------
  */
@@ -12,18 +12,6 @@
 
 #include "port/atomics.h"
 #include "utils/timestamp.h"
-
-typedef enum IkCounter
-{
-	IK_STAT_UPLOADS,
-	IK_STAT_UPLOAD_BYTES,
-	IK_STAT_DEDUP_HITS,
-	IK_STAT_RETRIES,
-	IK_STAT_FALLBACKS,
-	IK_STAT_DOWNLOADS,
-	IK_STAT_DOWNLOAD_BYTES,
-	IK_STAT_NUM_COUNTERS
-} IkCounter;
 
 /* A worker slot's state, as imagekit.workers shows it. */
 typedef enum IkSlotState
@@ -73,7 +61,6 @@ extern bool ik_shmem_take_rescan(void);
 extern bool ik_shmem_take_settings_change(void);
 extern bool ik_shmem_is_held(Oid dboid);
 extern void ik_shmem_prune_holds(void);
-extern void ik_shmem_forget_stats(Oid dboid);
 
 /* a worker */
 extern bool ik_shmem_worker_attach(int slot, Oid dboid, uint32 generation);
@@ -92,8 +79,6 @@ extern void ik_rescan_on_commit(void);
 extern void ik_settings_on_commit(void);
 extern bool ik_shmem_hold(Oid dboid);
 extern int	ik_shmem_database_pids(Oid dboid, int *pids);
-extern void ik_shmem_count(IkCounter counter, uint64 n);
-extern uint64 ik_shmem_counter(IkCounter counter);
 extern uint32 ik_shmem_in_flight(void);
 
 #endif							/* IK_SHMEM_H */

@@ -25,6 +25,7 @@
 #include "ik_protocol.h"
 #include "ik_queue.h"
 #include "ik_shmem.h"
+#include "ik_stats.h"
 
 #define IK_MAX_FILE_NAME_LEN 255
 
@@ -182,13 +183,13 @@ imagekit_stats(PG_FUNCTION_ARGS)
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
 	memset(nulls, false, sizeof(nulls));
-	values[0] = Int64GetDatum((int64) ik_shmem_counter(IK_STAT_UPLOADS));
-	values[1] = Int64GetDatum((int64) ik_shmem_counter(IK_STAT_UPLOAD_BYTES));
-	values[2] = Int64GetDatum((int64) ik_shmem_counter(IK_STAT_DEDUP_HITS));
-	values[3] = Int64GetDatum((int64) ik_shmem_counter(IK_STAT_RETRIES));
-	values[4] = Int64GetDatum((int64) ik_shmem_counter(IK_STAT_FALLBACKS));
-	values[5] = Int64GetDatum((int64) ik_shmem_counter(IK_STAT_DOWNLOADS));
-	values[6] = Int64GetDatum((int64) ik_shmem_counter(IK_STAT_DOWNLOAD_BYTES));
+	values[0] = Int64GetDatum((int64) ik_stats_counter(IK_STAT_UPLOADS));
+	values[1] = Int64GetDatum((int64) ik_stats_counter(IK_STAT_UPLOAD_BYTES));
+	values[2] = Int64GetDatum((int64) ik_stats_counter(IK_STAT_DEDUP_HITS));
+	values[3] = Int64GetDatum((int64) ik_stats_counter(IK_STAT_RETRIES));
+	values[4] = Int64GetDatum((int64) ik_stats_counter(IK_STAT_FALLBACKS));
+	values[5] = Int64GetDatum((int64) ik_stats_counter(IK_STAT_DOWNLOADS));
+	values[6] = Int64GetDatum((int64) ik_stats_counter(IK_STAT_DOWNLOAD_BYTES));
 	values[7] = Int32GetDatum((int32) ik_shmem_in_flight());
 	tupdesc = BlessTupleDesc(tupdesc);
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));

@@ -66,6 +66,7 @@
 #include "ik_queue.h"
 #include "ik_shmem.h"
 #include "ik_source.h"
+#include "ik_stats.h"
 #include "ik_worker.h"
 
 #define IK_IDLE_WAIT_MS 30000
@@ -205,7 +206,7 @@ ik_worker_record(void)
 		}
 		if (outcome == IK_FINISH_RECORDED && job->q.result == IK_JOB_FALLBACK)
 		{
-			ik_shmem_count(IK_STAT_FALLBACKS, 1);
+			ik_stats_count(IK_STAT_FALLBACKS, 1);
 			ik_worker_log_fallback(job);
 		}
 		ik_job_free(job);
