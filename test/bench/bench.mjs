@@ -119,10 +119,15 @@ function tcpActiveOpens() {
 	return Number(lines[1].split(/\s+/)[names.indexOf('ActiveOpens')]);
 }
 
+// the launcher starts the database's worker once the extension is there
 async function workerPid() {
-	const rows = await q("SELECT pid FROM pg_stat_activity WHERE backend_type = 'imagekit worker'");
-	if (rows.length !== 1) throw new HarnessError(`expected one imagekit worker, found ${rows.length}`);
-	return rows[0].pid;
+	let rows = [];
+	for (let i = 0; i < 200; i++) {
+		rows = await q("SELECT pid FROM pg_stat_activity WHERE backend_type = 'imagekit worker'");
+		if (rows.length === 1) return rows[0].pid;
+		await sleep(50);
+	}
+	throw new HarnessError(`expected one imagekit worker, found ${rows.length}`);
 }
 
 async function setConf(name, value) {
