@@ -147,7 +147,9 @@ while_draining('app_renamed', 'CREATE DATABASE app_copy TEMPLATE app_renamed', '
 while_draining('app_b', 'DROP DATABASE app_b', 'DROP DATABASE');
 is(sq('postgres', "SELECT count(*) FROM pg_database WHERE datname = 'app_b'"), '0', 'app_b is gone');
 
-# the DDL while idle, of a database the workers do not serve
+# the DDL while idle, of a database the workers do not serve: DROP DATABASE
+# waits until every process has absorbed a ProcSignalBarrier (15 and
+# later), the sleeping workers and the launcher included
 my $t = time;
 sq('postgres', 'DROP DATABASE plain');
 cmp_ok(time - $t, '<', 1.0, 'DROP DATABASE of a database without the extension: at once');
