@@ -18,6 +18,7 @@
 #include "miscadmin.h"
 #include "tcop/utility.h"
 #include "utils/builtins.h"
+#include "utils/tuplestore.h"
 
 #include "ik_assets.h"
 #include "ik_guc.h"
