@@ -4,7 +4,7 @@
  *	  The imagekit.* settings: their variables, check hooks and definitions.
  *
  * Every variable is named ik_guc_<setting>.  What the settings mean, and
- * who may change them when, is in README.md ("Settings").
+ * who may change them when, is in README.md ("Configuration").
  *
  *-------------------------------------------------------------------------
  */
