@@ -90,10 +90,4 @@ extern uint32 ik_wait_event(IkWait wait);
 	pg_database_ownercheck((dboid), (roleid))
 #endif
 
-/*
- * A database that a DROP DATABASE interrupted half-way (15.4 and later):
- * it cannot be connected to, only dropped.
- */
-#define IK_DATCONNLIMIT_INVALID_DB	(-2)
-
 #endif							/* IK_COMPAT_H */

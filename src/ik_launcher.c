@@ -323,8 +323,7 @@ ik_launcher_scan_databases(void)
 		 * DATABASE needs them unused), nor one that no one may connect
 		 * to, nor one that a DROP DATABASE left invalid.
 		 */
-		if (!d->datallowconn || d->datistemplate ||
-			d->datconnlimit == IK_DATCONNLIMIT_INVALID_DB)
+		if (!d->datallowconn || d->datistemplate || database_is_invalid_form(d))
 			continue;
 		if (ik_guc_database[0] != '\0' &&
 			strcmp(NameStr(d->datname), ik_guc_database) != 0)
