@@ -261,8 +261,8 @@ ik_launcher_reap(void)
 static void
 ik_launcher_take_requests(void)
 {
-	Oid		   *dboids = palloc(sizeof(Oid) * 64);
-	int			n = ik_shmem_take_requests(dboids, 64);
+	Oid			dboids[64];
+	int			n = ik_shmem_take_requests(dboids, lengthof(dboids));
 	HASH_SEQ_STATUS seq;
 	IkDb	   *db;
 	TimestampTz now = GetCurrentTimestamp();
@@ -291,7 +291,6 @@ ik_launcher_take_requests(void)
 		if (db->status == IK_DB_IDLE)
 			db->status = IK_DB_UNKNOWN;
 	}
-	pfree(dboids);
 }
 
 /* Read pg_database: which databases are to be served. */

@@ -400,7 +400,7 @@ ik_shmem_release_orphans(void)
 		for (int i = 0; i < ik_shared->max_workers; i++)
 			ik_shmem_slot_stop(i);
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 100L, PG_WAIT_EXTENSION);
+						 100L, ik_wait_event(IK_WAIT_LAUNCHER));
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
 	}
