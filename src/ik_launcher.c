@@ -404,6 +404,9 @@ ik_launcher_balance(void)
 			want = db->db_workers >= 0 ? db->db_workers : ik_guc_workers;
 			if (db->status == IK_DB_UNKNOWN)
 				want = 1;		/* to find out */
+			/* in a backoff: keep what runs, but hold no slot for the rest */
+			if (db->restart_after > now)
+				want = Min(want, db->live);
 			if (db->target >= want)
 				continue;
 			if (assigned >= max_workers)
@@ -450,8 +453,6 @@ ik_launcher_balance(void)
 	for (int i = 0; i < ndbs; i++)
 	{
 		db = dbs[i];
-		if (db->restart_after > now)
-			continue;
 		while (db->live < db->target && ik_launcher_start_worker(db))
 			db->live++;
 	}
