@@ -19,6 +19,7 @@ OBJS = \
 	src/ik_source.o \
 	src/ik_sql.o \
 	src/ik_stats.o \
+	src/ik_url.o \
 	src/ik_spi.o \
 	src/ik_worker.o
 PGFILEDESC = "imagekit_ext - upload images to the ImageKit CDN"

@@ -17,6 +17,7 @@
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "tcop/utility.h"
+#include "access/xact.h"
 #include "utils/builtins.h"
 #include "utils/tuplestore.h"
 
@@ -27,6 +28,7 @@
 #include "ik_queue.h"
 #include "ik_shmem.h"
 #include "ik_stats.h"
+#include "ik_url.h"
 
 #define IK_MAX_FILE_NAME_LEN 255
 
@@ -35,6 +37,7 @@ PG_FUNCTION_INFO_V1(imagekit_wake_worker_on_commit);
 PG_FUNCTION_INFO_V1(imagekit_stats);
 PG_FUNCTION_INFO_V1(imagekit_worker_is_storing);
 PG_FUNCTION_INFO_V1(imagekit_worker_slots);
+PG_FUNCTION_INFO_V1(imagekit_url);
 
 /* Refuse a file name that ImageKit cannot use as one. */
 static void
@@ -251,4 +254,93 @@ imagekit_worker_slots(PG_FUNCTION_ARGS)
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	return (Datum) 0;
+}
+
+/* A transformation in ImageKit's string form: key-value parts, "," and ":". */
+static void
+ik_sql_check_transformation(const char *t)
+{
+	bool		at_part_start = true;
+
+	for (const char *p = t; *p; p++)
+	{
+		bool		sep = (*p == ',' || *p == ':');
+
+		if ((sep && at_part_start) ||
+			!(sep || (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+			  (*p >= '0' && *p <= '9') || strchr("-_.@~%+=", *p) != NULL))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("transformation \"%s\" is malformed", t),
+					 errdetail("A transformation is ImageKit's string form, such as \"w-300,h-200:rt-90\": parts of letters, digits and \"-_.@~%%+=\", separated by \",\" within a step and \":\" between steps, none empty.")));
+		at_part_start = sep;
+	}
+	if (t[0] != '\0' && at_part_start)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("transformation \"%s\" is malformed", t),
+				 errdetail("It ends with a separator.")));
+}
+
+/*
+ * imagekit.url(src, transformation, signed, expires_in,
+ *				transformation_position, url_endpoint) returns text
+ *
+ * The delivery URL of "src", as the official SDKs build it (ik_url.c).
+ */
+Datum
+imagekit_url(PG_FUNCTION_ARGS)
+{
+	IkUrlOptions opts;
+	const char *position;
+
+	if (PG_ARGISNULL(0))
+		PG_RETURN_NULL();
+	memset(&opts, 0, sizeof(opts));
+	opts.src = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	opts.transformation = PG_ARGISNULL(1) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(1));
+	opts.sign = !PG_ARGISNULL(2) && PG_GETARG_BOOL(2);
+	opts.expires_in = PG_ARGISNULL(3) ? 0 : PG_GETARG_INT32(3);
+	position = PG_ARGISNULL(4) ? "query" : text_to_cstring(PG_GETARG_TEXT_PP(4));
+	opts.endpoint = PG_ARGISNULL(5) ? ik_guc_url_endpoint : text_to_cstring(PG_GETARG_TEXT_PP(5));
+	/* the transaction's time: one expiry for every URL of a statement */
+	opts.now = (int64) timestamptz_to_time_t(GetCurrentTransactionStartTimestamp());
+
+	if (opts.src[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("src must not be empty")));
+	if (opts.transformation)
+		ik_sql_check_transformation(opts.transformation);
+	if (strcmp(position, "query") == 0)
+		opts.path_position = false;
+	else if (strcmp(position, "path") == 0)
+		opts.path_position = true;
+	else
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("transformation_position must be \"query\" or \"path\", not \"%s\"", position)));
+	if (opts.expires_in < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("expires_in must not be negative")));
+	if (opts.endpoint == NULL || opts.endpoint[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_IK_NOT_CONFIGURED),
+				 errmsg("imagekit.url_endpoint is not set"),
+				 errhint("Set imagekit.url_endpoint, or pass url_endpoint.")));
+	if (strncmp(opts.endpoint, "https://", 8) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("url_endpoint must be an https URL")));
+	if (opts.sign || opts.expires_in > 0)
+	{
+		if (ik_guc_private_key == NULL || ik_guc_private_key[0] == '\0')
+			ereport(ERROR,
+					(errcode(ERRCODE_IK_NOT_CONFIGURED),
+					 errmsg("a signed URL needs imagekit.private_key"),
+					 errhint("A superuser sets imagekit.private_key in postgresql.conf or with ALTER SYSTEM, then reloads the configuration.")));
+		opts.private_key = ik_guc_private_key;
+	}
+	PG_RETURN_TEXT_P(cstring_to_text(ik_url_build(&opts)));
 }
