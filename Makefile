@@ -26,7 +26,8 @@ PGFILEDESC = "imagekit_ext - upload images to the ImageKit CDN"
 
 EXTENSION = imagekit_ext
 DATA = sql/imagekit_ext--1.0.sql sql/imagekit_ext--1.0--1.1.sql sql/imagekit_ext--1.1--1.2.sql \
-	sql/imagekit_ext--1.2--1.3.sql
+	sql/imagekit_ext--1.2--1.3.sql \
+	sql/imagekit_ext--1.3--1.4.sql
 
 PG_CPPFLAGS = -I$(srcdir)/src $(shell pkg-config --cflags libcurl json-c)
 SHLIB_LINK = $(shell pkg-config --libs libcurl json-c)
@@ -41,7 +42,7 @@ endif
 
 # pg_regress needs a server configured by test/run-tests (the stand-in's
 # endpoint and key); the TAP tests start their own.
-REGRESS = setup settings upload attach coffee
+REGRESS = setup settings upload attach coffee url
 ISOLATION = claim_skip_locked claim_lease requeue_while_in_flight complete_lock_order orphans delete_reinsert
 ISOLATION_OPTS = --inputdir=test/isolation
 TAP_TESTS = 1
