@@ -77,5 +77,59 @@ for my $i (0 .. $#cases)
 note "$same cases as the SDK builds them, $refused refused, $skipped skipped";
 cmp_ok($same, '>=', 60, "at least 60 cases byte-identical with the SDK ($same)");
 
+# Generated cases beside the SDK itself, when Node.js and the SDK are here
+# (the benchmark's npm ci installs it in test/bench; the chroots of the
+# other majors have no Node.js): paths with spaces, unicode, "?", "#", "+",
+# "%", dots; absolute URLs with and without a query; chained
+# transformations; both positions; signed, expiring and not.  All in one
+# transaction, whose time the SDK's clock is set to, so that ik-t agrees.
+my $sdk = "$FindBin::RealBin/../bench/node_modules/\@imagekit/nodejs";
+SKIP:
+{
+	skip 'no Node.js or no @imagekit/nodejs in test/bench (npm ci there)', 1
+	  unless -d $sdk && system('node --version >/dev/null 2>&1') == 0;
+
+	my @segments = ('coffee-images', 'a b', 'हिन्दी', 'Über', 'x?y', 'hash#1', 'a+b', '50%', '%20', '.', '..',
+		'é é', 'tilde~', 'semi;colon', 'quote"d', 'back`tick', '{braces}', 'CAPS', '');
+	my @names = ('a.png', 'photo 1.jpg', 'ünïcödé.webp', 'q?.png', 'ok.jpeg');
+	my @trs = (undef, 'w-300', 'w-300,h-200', 'w-300,h-200:rt-90', 'c-maintain_ratio,w-800,h-800', 'e-grayscale:q-80', 'ar-4-3,w-400');
+	my @abs = ('https://ik.imagekit.io/demo/coffee-images/a.png', 'https://ik.imagekit.io/demo/x y.jpg?v=1',
+		'https://ik.imagekit.io/demo/tr:w-100/a.png', 'https://IK.imagekit.io/demo/%C3%BC.png?a=b&c=d');
+	srand(11);
+	my (@cases, @sql);
+	for my $i (1 .. 300)
+	{
+		my $src = $i % 5 == 0
+		  ? $abs[ rand @abs ]
+		  : join('/', map { $segments[ rand @segments ] } 1 .. 1 + int(rand 3)) . '/' . $names[ rand @names ];
+		$src = "/$src" if $i % 7 == 0 && $src !~ m{^https://};
+		my $tr = $trs[ rand @trs ];
+		my $pos = rand() < 0.5 ? 'query' : 'path';
+		my $signed = rand() < 0.5 ? 1 : 0;
+		my $expires = (0, 0, 60, 3600)[ rand 4 ];
+		push @cases, { src => $src, tr => $tr, pos => $pos, signed => $signed, expires => $expires };
+		push @sql, sprintf("SELECT imagekit.url(%s, %s, %s, %d, %s);",
+			lit($src), lit($tr), $signed ? 'true' : 'false', $expires, lit($pos));
+	}
+	my $out = $node->safe_psql('postgres', Encode::encode_utf8(
+		"BEGIN;\nSELECT extract(epoch FROM now())::bigint;\n" . join("\n", @sql) . "\nCOMMIT;"));
+	my @lines = split /\n/, Encode::decode_utf8($out);
+	my $t = shift @lines;
+	my $input = join('', map {
+		encode_json({ src => $_->{src}, urlEndpoint => 'https://ik.imagekit.io/demo/',
+			(defined $_->{tr} ? (transformation => $_->{tr}) : ()),
+			transformationPosition => $_->{pos}, signed => ($_->{signed} ? JSON::PP::true : JSON::PP::false),
+			($_->{expires} ? (expiresIn => $_->{expires}) : ()), now => 0 + $t }) . "\n"
+	} @cases);
+	my $in = $node->basedir . '/sdk-input.jsonl';
+	PostgreSQL::Test::Utils::append_to_file($in, $input);
+	my $sdk_dir = "$FindBin::RealBin/../bench";
+	my $sdk_out = `cd '$sdk_dir' && IK_SDK_DIR='$sdk_dir' node '$FindBin::RealBin/../url/sdk-probe.mjs' < '$in'`;
+	my @want = split /\n/, Encode::decode_utf8($sdk_out);
+	my @diffs = grep { $lines[$_] ne ($want[$_] // '') } 0 .. $#cases;
+	is(scalar(@diffs), 0, sprintf('%d generated cases: imagekit.url() and buildSrc() agree', scalar @cases))
+	  or diag(join("\n", map { encode_json($cases[$_]) . "\n  sdk  $want[$_]\n  ours $lines[$_]" } @diffs[ 0 .. ($#diffs < 9 ? $#diffs : 9) ]));
+}
+
 $node->stop;
 done_testing();
