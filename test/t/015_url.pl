@@ -7,6 +7,7 @@
 # cases it cannot take (queryParameters, SDK transformation objects, an
 # expiry from a fixed clock, another key) are skipped.
 use strict;
+use utf8;
 use warnings;
 
 use FindBin;
@@ -112,7 +113,7 @@ SKIP:
 			lit($src), lit($tr), $signed ? 'true' : 'false', $expires, lit($pos));
 	}
 	my $out = $node->safe_psql('postgres', Encode::encode_utf8(
-		"BEGIN;\nSELECT extract(epoch FROM now())::bigint;\n" . join("\n", @sql) . "\nCOMMIT;"));
+		"BEGIN;\nSELECT floor(extract(epoch FROM now()))::bigint;\n" . join("\n", @sql) . "\nCOMMIT;"));
 	my @lines = split /\n/, Encode::decode_utf8($out);
 	my $t = shift @lines;
 	my $input = join('', map {
