@@ -42,7 +42,7 @@ endif
 
 # pg_regress needs a server configured by test/run-tests (the stand-in's
 # endpoint and key); the TAP tests start their own.
-REGRESS = setup settings upload attach coffee url
+REGRESS = setup settings upload attach attach_options coffee url
 ISOLATION = claim_skip_locked claim_lease requeue_while_in_flight complete_lock_order orphans delete_reinsert
 ISOLATION_OPTS = --inputdir=test/isolation
 TAP_TESTS = 1

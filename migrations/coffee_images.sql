@@ -9,7 +9,7 @@
  * them at once.
  *
  * Prerequisites
- *	  CREATE EXTENSION imagekit_ext (version 1.1 or later, installed in
+ *	  CREATE EXTENSION imagekit_ext (version 1.4 or later, installed in
  *	  schema public, the default) must have been run in this database by a
  *	  superuser.  The migration checks this first and stops with an error
  *	  saying what is missing.
@@ -58,10 +58,10 @@ BEGIN
             USING ERRCODE = 'undefined_object',
                   HINT = 'Run CREATE EXTENSION imagekit_ext as a superuser, then apply this migration again.';
     END IF;
-    IF pg_catalog.to_regprocedure('imagekit.attach(regclass, name, name, boolean)') IS NULL THEN
+    IF pg_catalog.to_regprocedure('imagekit.configure(regclass, jsonb, jsonb, boolean, text)') IS NULL THEN
         RAISE EXCEPTION 'extension "imagekit_ext" is too old for this migration'
             USING ERRCODE = 'feature_not_supported',
-                  DETAIL = 'The migration needs imagekit.attach(), added in version 1.1.',
+                  DETAIL = 'The migration needs the result columns of imagekit.attach() and imagekit.configure(), added in version 1.4.',
                   HINT = 'Run ALTER EXTENSION imagekit_ext UPDATE, then apply this migration again.';
     END IF;
     IF pg_catalog.to_regprocedure('public.imagekit_upload(bytea, text)') IS NULL THEN
@@ -113,17 +113,28 @@ COMMENT ON TABLE public.coffee_images IS
  * queued (no backfill); to queue them, detach and attach again with
  * backfill => true.  A table attached before must use the columns the RPC
  * writes.
+ *
+ * The worker stores, with the CDN URL, the width and height ImageKit gives
+ * the image it stored and the SHA-256 of its bytes (a fallback leaves the
+ * three NULL).  A table attached before version 1.4 of the extension gets
+ * these result columns now, unless it has result columns of its own.
  */
 DO $attach$
 DECLARE
     att record;
+    result_columns CONSTANT jsonb :=
+        '{"width": "width", "height": "height", "content_hash": "content_hash"}';
 BEGIN
-    SELECT a.source_column, a.target_column INTO att
-      FROM imagekit.attachments a
+    SELECT a.source_column, a.target_column, a.columns INTO att
+      FROM imagekit.attached a
      WHERE a.tbl = 'public.coffee_images'::regclass;
     IF NOT FOUND THEN
-        PERFORM imagekit.attach('public.coffee_images');
-    ELSIF (att.source_column, att.target_column) <> ('url', 'imagekit_url') THEN
+        PERFORM imagekit.attach('public.coffee_images', columns => result_columns);
+    ELSIF (att.source_column, att.target_column) = ('url', 'imagekit_url') THEN
+        IF att.columns IS NULL THEN
+            PERFORM imagekit.configure('public.coffee_images', columns => result_columns);
+        END IF;
+    ELSE
         RAISE EXCEPTION 'table public.coffee_images is attached with other columns'
             USING ERRCODE = 'invalid_table_definition',
                   DETAIL = format('Its source column is "%s" and its target column "%s"; rpc_upsert_coffee_image() expects "url" and "imagekit_url".',

@@ -71,7 +71,7 @@ SELECT imagekit.retry_fallbacks();
 -- only when granted
 CREATE ROLE imagekit_attach_user;
 CREATE TABLE other (id int PRIMARY KEY, url text);
-GRANT EXECUTE ON FUNCTION imagekit.attach(regclass, name, name, boolean), imagekit.detach(regclass) TO imagekit_attach_user;
+GRANT EXECUTE ON FUNCTION imagekit.attach(regclass, name, name, boolean, jsonb, jsonb, boolean, text), imagekit.detach(regclass) TO imagekit_attach_user;
 GRANT USAGE ON SCHEMA imagekit TO imagekit_attach_user;
 SET ROLE imagekit_attach_user;
 SELECT imagekit.attach('other');
@@ -85,7 +85,7 @@ SELECT imagekit.detach('other');
 RESET ROLE;
 DROP TABLE other;
 REVOKE ALL ON SCHEMA imagekit FROM imagekit_attach_user;
-REVOKE ALL ON FUNCTION imagekit.attach(regclass, name, name, boolean), imagekit.detach(regclass) FROM imagekit_attach_user;
+REVOKE ALL ON FUNCTION imagekit.attach(regclass, name, name, boolean, jsonb, jsonb, boolean, text), imagekit.detach(regclass) FROM imagekit_attach_user;
 DROP ROLE imagekit_attach_user;
 
 -- detach removes the triggers and queued jobs, and keeps the data

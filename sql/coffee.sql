@@ -50,6 +50,9 @@ WHERE tgrelid = 'public.coffee_images'::regclass AND NOT tgisinternal ORDER BY 1
 -- attach() registered it, once
 SELECT tbl, key_column, key_type, source_column, target_column
 FROM imagekit.attachments WHERE tbl = 'public.coffee_images'::regclass;
+-- with the result columns the worker fills (width, height, content_hash)
+SELECT columns, options, notify_channel
+FROM imagekit.attached WHERE tbl = 'public.coffee_images'::regclass;
 
 -- the RPC: signature, SECURITY INVOKER, fixed search_path
 SELECT pg_get_function_arguments(p.oid) AS args, pg_get_function_result(p.oid) AS result,

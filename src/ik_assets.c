@@ -1,7 +1,9 @@
 /*-------------------------------------------------------------------------
  *
  * ik_assets.c
- *	  Content dedup: imagekit.assets, one row per uploaded content hash.
+ *	  Content dedup: imagekit.assets, one row per uploaded content hash
+ *	  and the digest of the options it was uploaded with (the same bytes in
+ *	  another folder, with other tags or private, are another file).
  *
  * Lookups and inserts go through SPI in the caller's transaction.  Two
  * sessions that upload the same bytes at once both insert; ON CONFLICT DO
@@ -48,20 +50,20 @@ ik_spi_int(HeapTuple tup, TupleDesc desc, int col)
 		DatumGetInt64(d) : (int64) DatumGetInt32(d);
 }
 
-/* Fill "asset" from imagekit.assets; false if the hash is not there. */
-bool
-ik_asset_lookup(const char *content_hash, IkUploadResult *asset)
+/* Fill "asset" from the first row "sql" (with text arguments a, b) finds. */
+static bool
+ik_asset_fetch(const char *sql, const char *a, const char *b,
+			   IkUploadResult *asset)
 {
 	MemoryContext caller = CurrentMemoryContext;
-	Oid			argtypes[1] = {TEXTOID};
-	Datum		args[1];
+	Oid			argtypes[2] = {TEXTOID, TEXTOID};
+	Datum		args[2];
 	bool		found = false;
 
-	args[0] = CStringGetTextDatum(content_hash);
+	args[0] = CStringGetTextDatum(a);
+	args[1] = CStringGetTextDatum(b);
 	SPI_connect();
-	if (ik_spi_execute("SELECT url, file_id, file_path, name, size, width, height "
-							  "FROM imagekit.assets WHERE content_hash = $1",
-							  1, argtypes, args, NULL, false, 1) != SPI_OK_SELECT)
+	if (ik_spi_execute(sql, 2, argtypes, args, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not look up imagekit.assets");
 	if (SPI_processed > 0)
 	{
@@ -79,6 +81,29 @@ ik_asset_lookup(const char *content_hash, IkUploadResult *asset)
 	}
 	SPI_finish();
 	return found;
+}
+
+/*
+ * Fill "asset" from imagekit.assets: the content uploaded with the options
+ * of digest "options_digest" ("" for none); false if it is not there.
+ */
+bool
+ik_asset_lookup(const char *content_hash, const char *options_digest,
+				IkUploadResult *asset)
+{
+	return ik_asset_fetch("SELECT url, file_id, file_path, name, size, width, height "
+						  "FROM imagekit.assets WHERE content_hash = $1 AND options_digest = $2",
+						  content_hash, options_digest, asset);
+}
+
+/* The same, for the asset of a content at a given URL. */
+bool
+ik_asset_lookup_url(const char *content_hash, const char *url,
+					IkUploadResult *asset)
+{
+	return ik_asset_fetch("SELECT url, file_id, file_path, name, size, width, height "
+						  "FROM imagekit.assets WHERE content_hash = $1 AND url = $2",
+						  content_hash, url, asset);
 }
 
 static Datum
@@ -104,16 +129,17 @@ ik_int_or_null(int64 v, bool is64, char *nulls, int i)
 }
 
 /*
- * Record a successful upload; a row already there for the hash is kept.
- * Returns whether this call inserted the row.
+ * Record a successful upload; a row already there for the hash and options
+ * is kept.  Returns whether this call inserted the row.
  */
 bool
-ik_asset_record(const char *content_hash, const IkUploadResult *asset)
+ik_asset_record(const char *content_hash, const char *options_digest,
+				const IkUploadResult *asset)
 {
-	Oid			argtypes[8] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
-	INT8OID, INT4OID, INT4OID};
-	Datum		args[8];
-	char		nulls[8];
+	Oid			argtypes[9] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
+	INT8OID, INT4OID, INT4OID, TEXTOID};
+	Datum		args[9];
+	char		nulls[9];
 	bool		inserted;
 
 	memset(nulls, ' ', sizeof(nulls));
@@ -125,13 +151,15 @@ ik_asset_record(const char *content_hash, const IkUploadResult *asset)
 	args[5] = ik_int_or_null(asset->size, true, nulls, 5);
 	args[6] = ik_int_or_null(asset->width, false, nulls, 6);
 	args[7] = ik_int_or_null(asset->height, false, nulls, 7);
+	args[8] = CStringGetTextDatum(options_digest);
 
 	SPI_connect();
 	if (ik_spi_execute("INSERT INTO imagekit.assets "
-							  "(content_hash, url, file_id, file_path, name, size, width, height) "
-							  "VALUES ($1, $2, $3, $4, $5, $6, $7, $8) "
-							  "ON CONFLICT (content_hash) DO NOTHING",
-							  8, argtypes, args, nulls, false, 0) != SPI_OK_INSERT)
+							  "(content_hash, url, file_id, file_path, name, size, width, height,"
+							  " options_digest) "
+							  "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) "
+							  "ON CONFLICT (content_hash, options_digest) DO NOTHING",
+							  9, argtypes, args, nulls, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "could not record the upload in imagekit.assets");
 	inserted = SPI_processed > 0;
 	SPI_finish();

@@ -1,7 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * ik_assets.h
- *	  Content dedup: imagekit.assets, one row per uploaded content hash.
+ *	  Content dedup: imagekit.assets, one row per content uploaded with
+ *	  given options.
  *
  *-------------------------------------------------------------------------
  */
@@ -20,8 +21,13 @@ typedef struct IkUploadResult
 	int32		height;			/* -1 when unknown */
 } IkUploadResult;
 
-extern bool ik_asset_lookup(const char *content_hash, IkUploadResult *asset);
+extern bool ik_asset_lookup(const char *content_hash,
+							const char *options_digest,
+							IkUploadResult *asset);
+extern bool ik_asset_lookup_url(const char *content_hash, const char *url,
+								IkUploadResult *asset);
 extern bool ik_asset_record(const char *content_hash,
+							const char *options_digest,
 							const IkUploadResult *asset);
 extern bool ik_asset_trylock(const char *content_hash);
 extern void ik_asset_unlock(const char *content_hash);

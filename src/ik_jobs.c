@@ -129,10 +129,12 @@ ik_job_finish_waiters(IkJob *leader)
 static void
 ik_job_claimed(IkJob *job)
 {
+	char	   *error;
+
 	if (ik_protocol_job_gave_up(job->q.attempts))
 	{
 		/* claimed that often, it ended its worker every time */
-		char	   *error = psprintf("gave up after %d attempts that ended without a result "
+		error = psprintf("gave up after %d attempts that ended without a result "
 									 "(the worker processing the job died: a crash, a kill or out of memory)",
 									 job->q.attempts);
 
@@ -144,6 +146,12 @@ ik_job_claimed(IkJob *job)
 	}
 	else if (job->q.pending)
 		job->phase = IK_PHASE_FINISHED; /* only its result to store */
+	else if ((error = ik_protocol_options_error(job->q.options)) != NULL)
+	{
+		/* its row asks for options ImageKit would refuse: no upload */
+		ik_job_finish(job, IK_JOB_FALLBACK, error, 0, -1);
+		job->q.no_attempt = true;
+	}
 	else
 		job->phase = IK_PHASE_DOWNLOAD;
 }
@@ -209,7 +217,8 @@ ik_job_look_up(IkJob *job)
 
 		if (other != job &&
 			(other->phase == IK_PHASE_UPLOAD || other->phase == IK_PHASE_UPLOADING) &&
-			strcmp(other->q.hash, job->q.hash) == 0)
+			strcmp(other->q.hash, job->q.hash) == 0 &&
+			strcmp(other->q.options_digest, job->q.options_digest) == 0)
 		{
 			job->leader = other;
 			job->phase = IK_PHASE_WAITING;
@@ -220,13 +229,13 @@ ik_job_look_up(IkJob *job)
 	}
 
 	old = MemoryContextSwitchTo(job->q.mcxt);
-	if (ik_asset_lookup(job->q.hash, &job->q.asset))
+	if (ik_asset_lookup(job->q.hash, job->q.options_digest, &job->q.asset))
 		ik_job_dedup_hit(job, job->q.asset.url);
 	else if (ik_asset_trylock(job->q.hash))
 	{
 		job->holds_lock = true;
 		/* the holder before us may have recorded it just now */
-		if (ik_asset_lookup(job->q.hash, &job->q.asset))
+		if (ik_asset_lookup(job->q.hash, job->q.options_digest, &job->q.asset))
 			ik_job_dedup_hit(job, job->q.asset.url);
 		else
 			job->phase = IK_PHASE_UPLOAD;
@@ -248,9 +257,17 @@ ik_job_start_upload(IkJob *job)
 	char	   *name;
 
 	ik_protocol_options(&opts);
-	/* named after the content, so a repeated upload replaces the same file */
+	if (job->q.options != NULL)
+		ik_protocol_table_options(&opts, job->q.options);
+	/*
+	 * Named after the content (and the options: the same bytes with other
+	 * options are another file), so a repeated upload replaces the same file.
+	 */
 	opts.use_unique_file_name = false;
-	name = psprintf("%s.%s", job->q.hash, job->ext);
+	if (job->q.options_digest[0] == '\0')
+		name = psprintf("%s.%s", job->q.hash, job->ext);
+	else
+		name = psprintf("%s-%.16s.%s", job->q.hash, job->q.options_digest, job->ext);
 	job->upload = ik_upload_request(&opts, job->download->body,
 									job->download->body_len, name);
 	job->upload->arg = job;
@@ -325,6 +342,23 @@ ik_job_uploaded(IkJob *job)
 	}
 }
 
+/* Take a copy of what ImageKit said of the asset another job uploaded. */
+static void
+ik_job_copy_asset(IkJob *job, const IkUploadResult *from)
+{
+	MemoryContext old = MemoryContextSwitchTo(job->q.mcxt);
+	IkUploadResult *to = &job->q.asset;
+
+	to->url = from->url ? pstrdup(from->url) : NULL;
+	to->file_id = from->file_id ? pstrdup(from->file_id) : NULL;
+	to->file_path = from->file_path ? pstrdup(from->file_path) : NULL;
+	to->name = from->name ? pstrdup(from->name) : NULL;
+	to->size = from->size;
+	to->width = from->width;
+	to->height = from->height;
+	MemoryContextSwitchTo(old);
+}
+
 /* WAITING: the leader finished; share its outcome. */
 static void
 ik_job_leader_done(IkJob *job)
@@ -333,7 +367,10 @@ ik_job_leader_done(IkJob *job)
 
 	job->leader = NULL;
 	if (leader->q.result == IK_JOB_DONE)
+	{
+		ik_job_copy_asset(job, &leader->q.asset);
 		ik_job_dedup_hit(job, leader->q.url);
+	}
 	else
 		ik_job_finish(job, leader->q.result, leader->q.error,
 					  leader->q.http_status, leader->q.retry_delay_ms);

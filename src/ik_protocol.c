@@ -123,6 +123,100 @@ ik_transformation_json(const char *pre)
 	return result;
 }
 
+/* Parse "json" (UTF-8) as one JSON object with json-c; NULL if it is not. */
+static json_object *
+ik_options_parse(const char *json)
+{
+	json_object *obj;
+
+	if (json == NULL)
+		return NULL;
+	obj = json_tokener_parse(json);
+	if (obj != NULL && !json_object_is_type(obj, json_type_object))
+	{
+		json_object_put(obj);
+		obj = NULL;
+	}
+	return obj;
+}
+
+/* A member as the SDKs send it: JSON text, without escaped slashes. */
+static char *
+ik_options_json(json_object *member)
+{
+	return pstrdup(json_object_to_json_string_ext(member,
+												  JSON_C_TO_STRING_PLAIN |
+												  JSON_C_TO_STRING_NOSLASHESCAPE));
+}
+
+/*
+ * Apply a table's upload options ("json": imagekit.check_options() made
+ * them, in UTF-8) to "opts", each as the official SDKs send it: "folder"
+ * replaces imagekit.folder, "transformation" (pre and post) replaces
+ * imagekit.transformation, "tags" go comma-joined, "custom_metadata" and
+ * "extensions" as JSON text, "is_private_file" as true or false.  The
+ * strings are allocated in the current memory context.
+ */
+void
+ik_protocol_table_options(IkUploadOptions *opts, const char *json)
+{
+	json_object *obj = ik_options_parse(json);
+	json_object *member;
+
+	if (obj == NULL)
+		elog(ERROR, "imagekit: upload options are not a JSON object");
+	PG_TRY();
+	{
+		if (json_object_object_get_ex(obj, "folder", &member))
+			opts->folder = pstrdup(json_object_get_string(member));
+		if (json_object_object_get_ex(obj, "transformation", &member))
+			opts->transformation_json = ik_options_json(member);
+		if (json_object_object_get_ex(obj, "tags", &member) &&
+			json_object_is_type(member, json_type_array))
+		{
+			StringInfoData tags;
+			size_t		n = json_object_array_length(member);
+
+			initStringInfo(&tags);
+			for (size_t i = 0; i < n; i++)
+				appendStringInfo(&tags, "%s%s", i > 0 ? "," : "",
+								 json_object_get_string(json_object_array_get_idx(member, i)));
+			if (n > 0)
+				opts->tags = tags.data;
+		}
+		if (json_object_object_get_ex(obj, "custom_metadata", &member))
+			opts->custom_metadata = ik_options_json(member);
+		if (json_object_object_get_ex(obj, "is_private_file", &member))
+			opts->is_private_file = json_object_get_boolean(member) ? "true" : "false";
+		if (json_object_object_get_ex(obj, "extensions", &member))
+			opts->extensions = ik_options_json(member);
+	}
+	PG_FINALLY();
+	{
+		json_object_put(obj);
+	}
+	PG_END_TRY();
+}
+
+/*
+ * The reason a job's options cannot be sent ({"error": "..."} from
+ * imagekit.job_options()), or NULL when they can (or there are none).
+ */
+char *
+ik_protocol_options_error(const char *json)
+{
+	json_object *obj = ik_options_parse(json);
+	json_object *member;
+	char	   *error = NULL;
+
+	if (obj == NULL)
+		return json != NULL ? pstrdup("the upload options are not a JSON object") : NULL;
+	if (json_object_object_get_ex(obj, "error", &member))
+		error = psprintf("not uploaded: %s", json_object_get_string(member));
+	json_object_put(obj);
+	return error;
+}
+
 /*
  * Build an upload request for the bytes data[0..len).  The bytes are sent
  * from where they are, not copied: they must outlive the request.
@@ -164,9 +258,19 @@ ik_upload_request(const IkUploadOptions *opts, const char *data, size_t len,
 	ik_add_field(mime, "folder", opts->folder);
 	ik_add_field(mime, "useUniqueFileName",
 				 opts->use_unique_file_name ? "true" : "false");
-	if (opts->transformation != NULL && opts->transformation[0] != '\0')
+	if (opts->transformation_json != NULL)
+		ik_add_field(mime, "transformation", opts->transformation_json);
+	else if (opts->transformation != NULL && opts->transformation[0] != '\0')
 		ik_add_field(mime, "transformation",
 					 ik_transformation_json(opts->transformation));
+	if (opts->tags != NULL)
+		ik_add_field(mime, "tags", opts->tags);
+	if (opts->custom_metadata != NULL)
+		ik_add_field(mime, "customMetadata", opts->custom_metadata);
+	if (opts->is_private_file != NULL)
+		ik_add_field(mime, "isPrivateFile", opts->is_private_file);
+	if (opts->extensions != NULL)
+		ik_add_field(mime, "extensions", opts->extensions);
 	return req;
 }
 
@@ -554,6 +658,7 @@ ik_protocol_options(IkUploadOptions *opts)
 				 errmsg_internal("%s", problem),
 				 errhint("A superuser sets the imagekit.* server settings in postgresql.conf or with ALTER SYSTEM, then reloads the configuration.")));
 
+	memset(opts, 0, sizeof(*opts));
 	opts->endpoint = ik_guc_upload_endpoint;
 	opts->private_key = ik_guc_private_key;
 	opts->folder = ik_guc_folder;

@@ -49,6 +49,7 @@
 #include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
 #include "utils/array.h"
@@ -62,6 +63,7 @@
 
 #include "ik_assets.h"
 #include "ik_guc.h"
+#include "ik_hash.h"
 #include "ik_queue.h"
 #include "ik_shmem.h"
 #include "ik_spi.h"
@@ -92,8 +94,8 @@ ik_queue_installed(void)
 	if (!OidIsValid(RangeVarGetRelid(makeRangeVar("imagekit", "jobs", -1),
 									 AccessShareLock, true)))
 		return false;
-	/* the newest object the library needs (1.3) */
-	if (OidIsValid(RangeVarGetRelid(makeRangeVar("imagekit", "workers", -1),
+	/* the newest object the library needs (1.4) */
+	if (OidIsValid(RangeVarGetRelid(makeRangeVar("imagekit", "attached_columns", -1),
 									NoLock, true)))
 		return true;
 	if (!warned)
@@ -251,6 +253,42 @@ ik_queue_housekeeping(int retention_s, int limit)
 }
 
 /*
+ * What the claim says about a job's upload and store, in the current
+ * memory context: its options (converted to UTF-8, as they travel) and
+ * their digest, the numbers of its result columns, its notification
+ * channel.
+ */
+static void
+ik_queue_claimed_options(IkQueueJob *job, HeapTuple tup, TupleDesc desc)
+{
+	char	   *options = SPI_getvalue(tup, desc, 17);
+	bool		isnull;
+	Datum		d;
+
+	job->options_digest[0] = '\0';
+	if (options != NULL && strcmp(options, "{}") != 0)
+	{
+		job->options = pg_server_to_any(options, strlen(options), PG_UTF8);
+		ik_sha256_hex(job->options, strlen(job->options), job->options_digest);
+	}
+
+	d = SPI_getbinval(tup, desc, 18, &isnull);
+	if (!isnull)
+	{
+		ArrayType  *arr = DatumGetArrayTypeP(d);
+		Datum	   *elems;
+		bool	   *nulls;
+		int			n;
+
+		deconstruct_array(arr, INT2OID, sizeof(int16), true, TYPALIGN_SHORT,
+						  &elems, &nulls, &n);
+		for (int i = 0; i < n && i < IK_NUM_RESULT_COLUMNS; i++)
+			job->result_attnums[i] = nulls[i] ? 0 : DatumGetInt16(elems[i]);
+	}
+	job->notify_channel = SPI_getvalue(tup, desc, 19);
+}
+
+/*
  * Claim up to "limit" due jobs for worker "slot" with lease token "token".
  * Each job is allocated with job_size bytes (a caller's struct that starts
  * with an IkQueueJob) in a memory context of its own under "parent"; the
@@ -282,8 +320,11 @@ ik_queue_claim(int slot, int64 token, int limit, int lease_ms,
 		IkQueueJob *job = palloc0(job_size);
 		bool		isnull;
 		char	   *pending;
+		char	   *hash;
 
 		job->mcxt = jcxt;
+		job->asset.size = -1;	/* unknown until an asset says */
+		job->asset.width = job->asset.height = -1;
 		job->id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
 		job->generation = DatumGetInt32(SPI_getbinval(tup, desc, 2, &isnull));
 		job->attempts = DatumGetInt32(SPI_getbinval(tup, desc, 3, &isnull));
@@ -296,6 +337,7 @@ ik_queue_claim(int slot, int64 token, int limit, int lease_ms,
 		job->target_attnum = DatumGetInt16(SPI_getbinval(tup, desc, 10, &isnull));
 		job->row_key = SPI_getvalue(tup, desc, 11);
 		job->source_url = SPI_getvalue(tup, desc, 12);
+		ik_queue_claimed_options(job, tup, desc);
 		pending = SPI_getvalue(tup, desc, 13);
 		if (pending != NULL)
 		{
@@ -308,6 +350,10 @@ ik_queue_claim(int slot, int64 token, int limit, int lease_ms,
 			job->http_status = DatumGetInt32(SPI_getbinval(tup, desc, 16, &isnull));
 			if (isnull)
 				job->http_status = 0;
+			/* the content it stands for, for the result columns */
+			hash = SPI_getvalue(tup, desc, 20);
+			if (hash != NULL && strlen(hash) == IK_HASH_HEX_LEN)
+				strlcpy(job->hash, hash, sizeof(job->hash));
 		}
 		MemoryContextSwitchTo(caller);
 		jobs = lappend(jobs, job);
@@ -493,6 +539,105 @@ ik_queue_look_up_row(IkQueueJob *job, char **source, char **error)
 }
 
 /*
+ * The value of result column "col" for a job stored as done (what ImageKit
+ * said of its asset) or not (NULL: a fallback leaves them empty).
+ */
+static void
+ik_queue_result_value(IkResultColumn col, IkQueueJob *job, bool done,
+					  Oid *type, Datum *value, char *null)
+{
+	const IkUploadResult *a = &job->asset;
+	int64		n = -1;
+	const char *t = NULL;
+
+	*type = TEXTOID;
+	switch (col)
+	{
+		case IK_COL_WIDTH:
+			*type = INT4OID;
+			n = a->width;
+			break;
+		case IK_COL_HEIGHT:
+			*type = INT4OID;
+			n = a->height;
+			break;
+		case IK_COL_SIZE:
+			*type = INT8OID;
+			n = a->size;
+			break;
+		case IK_COL_FILE_ID:
+			t = a->file_id;
+			break;
+		case IK_COL_FILE_PATH:
+			t = a->file_path;
+			break;
+		case IK_COL_NAME:
+			t = a->name;
+			break;
+		case IK_COL_CONTENT_HASH:
+			t = job->hash[0] != '\0' ? job->hash : NULL;
+			break;
+	}
+	*null = 'n';
+	*value = (Datum) 0;
+	if (!done)
+		return;
+	if (*type == TEXTOID && t != NULL)
+	{
+		*value = CStringGetTextDatum(t);
+		*null = ' ';
+	}
+	else if (*type != TEXTOID && n >= 0)
+	{
+		*value = (*type == INT8OID) ? Int64GetDatum(n) : Int32GetDatum((int32) n);
+		*null = ' ';
+	}
+}
+
+/*
+ * Tell the listeners of the job's channel that its row is ready: a JSON
+ * object with the table, the row's key, the state (done or fallback) and
+ * the URL stored.  A payload over PostgreSQL's limit goes without the URL
+ * (and the key shortened), marked "truncated".  While the notification
+ * queue is more than half full (a listener that does not read), nothing is
+ * sent, so that the worker's commits never fail on it; that is logged.
+ */
+static void
+ik_queue_notify(IkQueueJob *job, const char *state, const char *url)
+{
+	static TimestampTz warned_at = 0;
+	Oid			argtypes[5] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
+	Datum		args[5];
+	bool		isnull;
+
+	args[0] = CStringGetTextDatum(job->notify_channel);
+	args[1] = CStringGetTextDatum(psprintf("%s.%s", job->nspname, job->relname));
+	args[2] = CStringGetTextDatum(job->row_key);
+	args[3] = CStringGetTextDatum(state);
+	args[4] = CStringGetTextDatum(url);
+	if (DatumGetFloat8(ik_queue_call_value("SELECT pg_catalog.pg_notification_queue_usage()",
+										   0, NULL, NULL, NULL, &isnull)) < 0.5)
+	{
+		ik_queue_call("SELECT pg_catalog.pg_notify($1, CASE WHEN octet_length(p) < 7900 THEN p"
+					  " ELSE pg_catalog.jsonb_build_object('table', $2, 'key', pg_catalog.left($3, 1000),"
+					  "   'state', $4, 'url', NULL, 'truncated', true)::text END)"
+					  " FROM (SELECT pg_catalog.jsonb_build_object('table', $2, 'key', $3,"
+					  "   'state', $4, 'url', $5)::text AS p) s",
+					  5, argtypes, args, NULL);
+		return;
+	}
+	if (TimestampDifferenceExceeds(warned_at, GetCurrentTimestamp(), 60 * 1000))
+	{
+		ereport(WARNING,
+				(errmsg("imagekit: notifications on channel \"%s\" are not sent while the notification queue is half full",
+						job->notify_channel),
+				 errdetail("A session that listens does not read its notifications."),
+				 errhint("Find it with pg_stat_activity (LISTEN without reading) and end it.")));
+		warned_at = GetCurrentTimestamp();
+	}
+}
+
+/*
  * Store "url" in the job's row and record the job as "state", together or
  * not at all, in a subtransaction.  The row is updated first, as the
  * table's owner in a security-restricted operation, and only where its
@@ -516,21 +661,38 @@ ik_queue_store(IkQueueJob *job, int64 token, const char *state,
 	enable_timeout_after(STATEMENT_TIMEOUT, IK_STORE_TIMEOUT_MS);
 	PG_TRY();
 	{
-		Oid			argtypes[3] = {TEXTOID, TEXTOID, TEXTOID};
-		Datum		args[3];
-		char	   *sql;
+		Oid			argtypes[3 + IK_NUM_RESULT_COLUMNS] = {TEXTOID, TEXTOID, TEXTOID};
+		Datum		args[3 + IK_NUM_RESULT_COLUMNS];
+		char		nulls[3 + IK_NUM_RESULT_COLUMNS];
+		StringInfoData sql;
+		int			nargs = 3;
 		Oid			table_owner = ik_queue_table_owner(job);
 		int			nestlevel;
 		int			stored;
 
-		sql = psprintf("UPDATE %s SET %s = $1 WHERE %s = $2::%s AND %s = $3",
-					   ik_queue_table_name(job),
-					   ik_queue_column_name(job, job->target_attnum),
-					   ik_queue_column_name(job, job->key_attnum), job->key_type,
-					   ik_queue_column_name(job, job->source_attnum));
+		initStringInfo(&sql);
+		appendStringInfo(&sql, "UPDATE %s SET %s = $1",
+						 ik_queue_table_name(job),
+						 ik_queue_column_name(job, job->target_attnum));
+		memset(nulls, ' ', sizeof(nulls));
 		args[0] = CStringGetTextDatum(url);
 		args[1] = CStringGetTextDatum(job->row_key);
 		args[2] = CStringGetTextDatum(job->source_url);
+		for (int i = 0; i < IK_NUM_RESULT_COLUMNS; i++)
+		{
+			if (job->result_attnums[i] == 0)
+				continue;
+			appendStringInfo(&sql, ", %s = $%d",
+							 ik_queue_column_name(job, job->result_attnums[i]),
+							 nargs + 1);
+			ik_queue_result_value((IkResultColumn) i, job,
+								  strcmp(state, "done") == 0,
+								  &argtypes[nargs], &args[nargs], &nulls[nargs]);
+			nargs++;
+		}
+		appendStringInfo(&sql, " WHERE %s = $2::%s AND %s = $3",
+						 ik_queue_column_name(job, job->key_attnum), job->key_type,
+						 ik_queue_column_name(job, job->source_attnum));
 
 		/* nothing the owner's code sets outlives this step */
 		nestlevel = NewGUCNestLevel();
@@ -540,13 +702,17 @@ ik_queue_store(IkQueueJob *job, int64 token, const char *state,
 		/* deferred constraint triggers fire now, as the owner */
 		if (ik_spi_execute("SET CONSTRAINTS ALL IMMEDIATE", 0, NULL, NULL, NULL,
 						   false, 0) != SPI_OK_UTILITY ||
-			ik_spi_execute(sql, 3, argtypes, args, NULL, false, 0) != SPI_OK_UPDATE)
+			ik_spi_execute(sql.data, nargs, argtypes, args, nulls, false, 0) != SPI_OK_UPDATE)
 			elog(ERROR, "could not update %s.%s", job->nspname, job->relname);
 		stored = (int) SPI_processed;
 		SPI_finish();
 		ik_storing_relid = InvalidOid;
 		SetUserIdAndSecContext(save_userid, save_sec);
 		AtEOXact_GUC(false, nestlevel);
+
+		/* listeners hear of it when this commits (as the worker) */
+		if (stored > 0 && job->notify_channel != NULL)
+			ik_queue_notify(job, state, url);
 
 		if (stored == 0)
 			result = ik_queue_look_up_row(job, source, error);
@@ -610,7 +776,15 @@ ik_queue_finish_job(IkQueueJob *job, int64 token)
 	char	   *error = NULL;
 
 	if (job->uploaded)
-		ik_asset_record(job->hash, &job->asset);
+		ik_asset_record(job->hash, job->options_digest, &job->asset);
+	else if (job->pending && job->result == IK_JOB_DONE && job->hash[0] != '\0')
+	{
+		/* a result kept while the row was locked: what its asset said */
+		MemoryContext old = MemoryContextSwitchTo(job->mcxt);
+
+		(void) ik_asset_lookup_url(job->hash, job->url, &job->asset);
+		MemoryContextSwitchTo(old);
+	}
 
 	if (job->result == IK_JOB_RETRY || job->result == IK_JOB_HOLD)
 	{

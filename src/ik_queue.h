@@ -32,6 +32,23 @@ typedef enum IkFinishOutcome
 	IK_FINISH_LATER				/* job row locked: keep it, try again later */
 } IkFinishOutcome;
 
+/*
+ * The columns that take what ImageKit said about an image, in the order
+ * imagekit.claim() returns their numbers (result_columns).
+ */
+typedef enum IkResultColumn
+{
+	IK_COL_WIDTH,
+	IK_COL_HEIGHT,
+	IK_COL_SIZE,
+	IK_COL_FILE_ID,
+	IK_COL_FILE_PATH,
+	IK_COL_NAME,
+	IK_COL_CONTENT_HASH
+} IkResultColumn;
+
+#define IK_NUM_RESULT_COLUMNS (IK_COL_CONTENT_HASH + 1)
+
 typedef struct IkQueueJob
 {
 	MemoryContext mcxt;			/* owns the job; deleting it frees all */
@@ -49,6 +66,10 @@ typedef struct IkQueueJob
 	AttrNumber	target_attnum;
 	char	   *row_key;
 	char	   *source_url;
+	char	   *options;		/* upload options, JSON in UTF-8, or NULL */
+	char		options_digest[IK_HASH_HEX_LEN + 1];	/* of options; "" if none */
+	AttrNumber	result_attnums[IK_NUM_RESULT_COLUMNS];	/* 0: not mapped */
+	char	   *notify_channel; /* or NULL */
 	bool		pending;		/* claimed with a result to store */
 	bool		no_attempt;		/* this claim is not an attempt */
 	bool		no_store;		/* record the fallback without the row */

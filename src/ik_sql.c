@@ -111,7 +111,7 @@ imagekit_upload(PG_FUNCTION_ARGS)
 
 	ik_sha256_hex(data, len, hash);
 	memset(&res, 0, sizeof(res));
-	dedup = ik_asset_lookup(hash, &res);
+	dedup = ik_asset_lookup(hash, "", &res);
 	if (!dedup)
 	{
 		IkUploadOptions opts;
@@ -123,13 +123,13 @@ imagekit_upload(PG_FUNCTION_ARGS)
 		/* ImageKit takes UTF-8 */
 		wire_name = pg_server_to_any(file_name, strlen(file_name), PG_UTF8);
 		ik_upload_sync(&opts, data, len, wire_name, &res);
-		if (!ik_asset_record(hash, &res))
+		if (!ik_asset_record(hash, "", &res))
 		{
 			/*
 			 * Another session recorded the same bytes meanwhile: answer with
 			 * its asset, so that every caller sees the one stored URL.
 			 */
-			dedup = ik_asset_lookup(hash, &res);
+			dedup = ik_asset_lookup(hash, "", &res);
 		}
 	}
 
