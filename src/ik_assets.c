@@ -21,11 +21,14 @@
  */
 #include "postgres.h"
 
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
+#include "nodes/makefuncs.h"
 #include "storage/lock.h"
 #include "utils/builtins.h"
+#include "utils/lsyscache.h"
 
 #include "ik_assets.h"
 #include "ik_spi.h"
@@ -84,6 +87,21 @@ ik_asset_fetch(const char *sql, const char *a, const char *b,
 }
 
 /*
+ * Does imagekit.assets have options_digest (1.4)?  Until ALTER EXTENSION
+ * UPDATE, imagekit_upload() runs against the table of an earlier version,
+ * where every asset is one of no options.
+ */
+static bool
+ik_assets_by_options(void)
+{
+	Oid			relid = RangeVarGetRelid(makeRangeVar("imagekit", "assets", -1),
+										 NoLock, true);
+
+	return OidIsValid(relid) &&
+		get_attnum(relid, "options_digest") != InvalidAttrNumber;
+}
+
+/*
  * Fill "asset" from imagekit.assets: the content uploaded with the options
  * of digest "options_digest" ("" for none); false if it is not there.
  */
@@ -91,6 +109,13 @@ bool
 ik_asset_lookup(const char *content_hash, const char *options_digest,
 				IkUploadResult *asset)
 {
+	if (!ik_assets_by_options())
+	{
+		Assert(options_digest[0] == '\0');
+		return ik_asset_fetch("SELECT url, file_id, file_path, name, size, width, height "
+							  "FROM imagekit.assets WHERE content_hash = $1 AND $2 = ''",
+							  content_hash, options_digest, asset);
+	}
 	return ik_asset_fetch("SELECT url, file_id, file_path, name, size, width, height "
 						  "FROM imagekit.assets WHERE content_hash = $1 AND options_digest = $2",
 						  content_hash, options_digest, asset);
@@ -154,12 +179,17 @@ ik_asset_record(const char *content_hash, const char *options_digest,
 	args[8] = CStringGetTextDatum(options_digest);
 
 	SPI_connect();
-	if (ik_spi_execute("INSERT INTO imagekit.assets "
-							  "(content_hash, url, file_id, file_path, name, size, width, height,"
-							  " options_digest) "
-							  "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) "
-							  "ON CONFLICT (content_hash, options_digest) DO NOTHING",
-							  9, argtypes, args, nulls, false, 0) != SPI_OK_INSERT)
+	if (ik_spi_execute(ik_assets_by_options() ?
+					   "INSERT INTO imagekit.assets "
+					   "(content_hash, url, file_id, file_path, name, size, width, height,"
+					   " options_digest) "
+					   "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) "
+					   "ON CONFLICT (content_hash, options_digest) DO NOTHING" :
+					   "INSERT INTO imagekit.assets "
+					   "(content_hash, url, file_id, file_path, name, size, width, height) "
+					   "SELECT $1, $2, $3, $4, $5, $6, $7, $8 WHERE $9 = '' "
+					   "ON CONFLICT (content_hash) DO NOTHING",
+					   9, argtypes, args, nulls, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "could not record the upload in imagekit.assets");
 	inserted = SPI_processed > 0;
 	SPI_finish();
