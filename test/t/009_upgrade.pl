@@ -4,6 +4,9 @@
 # trigger functions stay outside the extension, so DROP EXTENSION still
 # needs CASCADE only for what it needed before.  Until the update, inserts
 # into attached tables keep working (the 1.1 inbox), and the worker waits.
+# From 1.2, the jobs in flight survive the update; from 1.3, imagekit_upload()
+# works until the update, and the attached tables keep their behaviour and
+# grants after it.
 use strict;
 use warnings;
 
@@ -101,6 +104,44 @@ ok($node->poll_query_until('v12', "SELECT count(*) = 8 FROM pics WHERE imagekit_
 ok($node->poll_query_until('v12', "SELECT count(*) = 1 FROM imagekit.workers WHERE datname = 'v12' AND state = 'serving'"),
 	'imagekit.database still names the only database served')
   or diag($node->safe_psql('v12', 'TABLE imagekit.workers'));
+
+# 1.3 to 1.4 with a table attached, rows waiting and an asset of
+# imagekit_upload(): until the update imagekit_upload() keeps working (the
+# RPCs of applications call it); the update keeps the grants on attach(),
+# and the attached table uploads as it did (no options: <sha256>.png, the
+# asset found again, no notification, no result column)
+$node->safe_psql('postgres', "ALTER SYSTEM SET imagekit.database = 'v13'");
+$node->reload;
+$node->safe_psql('postgres', 'CREATE DATABASE v13');
+$node->safe_psql('v13', q{
+	CREATE EXTENSION imagekit_ext VERSION '1.3';
+	CREATE ROLE v13_attacher;
+	GRANT USAGE ON SCHEMA imagekit TO v13_attacher;
+	GRANT EXECUTE ON FUNCTION imagekit.attach(regclass, name, name, boolean) TO v13_attacher;
+	CREATE TABLE pics (id int PRIMARY KEY, url text, width integer);
+	SELECT imagekit.attach('pics');
+});
+# a 1x1 PNG
+my $png = "decode('iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==', 'base64')";
+is($node->safe_psql('v13', "SELECT deduplicated FROM imagekit_upload($png, 'one.png')"), 'f',
+	'under 1.3, imagekit_upload() works with this library');
+$ik->reset;
+$node->safe_psql('v13', "INSERT INTO pics SELECT g, '$base/source/img-' || (400 + g) || '-2000.png' FROM generate_series(0, 3) g");
+$node->safe_psql('v13', 'ALTER EXTENSION imagekit_ext UPDATE');
+is($node->safe_psql('v13', "SELECT has_function_privilege('v13_attacher', 'imagekit.attach(regclass, name, name, boolean, jsonb, jsonb, boolean, text)', 'EXECUTE')"),
+	't', 'a role granted attach() under 1.3 may still call it');
+is($node->safe_psql('v13', "SELECT options::text || coalesce(notify_channel, '-') || coalesce(columns::text, '-') FROM imagekit.attached"),
+	'{}--', 'the attached table has no options, notification or result column');
+ok($node->poll_query_until('v13', "SELECT count(*) = 4 FROM pics WHERE imagekit_url ~ '/coffee-images/[0-9a-f]{64}\.png\$'"),
+	'its rows drain as before: <sha256>.png in imagekit.folder');
+is($node->safe_psql('v13', "SELECT count(*) FROM pics WHERE width IS NOT NULL"), '0', 'no column is written but the URL');
+my %field_sets = map { (join('+', sort keys %{ $_->{fields} }) . ' ' . ($_->{fields}{transformation} // '') => 1) } @{ $ik->stats->{files} };
+is(join(',', keys %field_sets), 'fileName+folder+transformation+useUniqueFileName {"pre":"w-800,h-800,c-maintain_ratio"}',
+	'and the uploads carry the fields they did (imagekit.transformation included)');
+is($node->safe_psql('v13', "SELECT count(*) FROM imagekit.assets WHERE options_digest = ''"), '5',
+	'the assets of 1.3 are assets without options');
+is($node->safe_psql('v13', "SELECT deduplicated FROM imagekit_upload($png, 'one.png')"), 't',
+	'imagekit_upload() finds what it uploaded under 1.3');
 
 $node->stop;
 done_testing();
