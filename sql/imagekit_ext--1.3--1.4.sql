@@ -121,11 +121,14 @@ BEGIN
         END IF;
     END LOOP;
 
+    -- (the rules of imagekit.folder)
     IF opts ? 'folder' AND (jsonb_typeof(opts -> 'folder') <> 'string'
-                            OR opts ->> 'folder' !~ '^[A-Za-z0-9/_-]*$') THEN
-        RAISE EXCEPTION 'invalid %: "folder" must be text of letters, digits, "/", "_" and "-"', what
+                            OR opts ->> 'folder' !~ '^[A-Za-z0-9/_.-]{0,255}$'
+                            OR opts ->> 'folder' ~ '//'
+                            OR string_to_array(opts ->> 'folder', '/') && ARRAY['.', '..']) THEN
+        RAISE EXCEPTION 'invalid %: "folder" must be a path of letters, digits, "/", "_", "-" and "."', what
             USING ERRCODE = 'invalid_parameter_value',
-                  DETAIL = 'ImageKit takes no other characters in a folder.';
+                  DETAIL = 'At most 255 characters, and no empty, "." or ".." segment.';
     END IF;
 
     IF opts ? 'transformation' THEN

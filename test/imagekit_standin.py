@@ -36,7 +36,9 @@ Upload API (``POST /api/v1/files/upload``, multipart/form-data)
     filename, http(s) URL fetched with an 8 s timeout, or base64 / base64 data
     URI) and ``fileName`` are required; booleans must be ``true``/``false``;
     ``transformation``, ``customMetadata``, ``extensions`` are JSON strings;
-    ``tags`` and ``responseFields`` are comma-separated.  Files are kept as
+    ``tags`` and ``responseFields`` are comma-separated (tags: no ``%``, at
+    most 500 characters in all); ``folder`` holds letters, digits, ``/``,
+    ``_``, ``-`` (the spec's) and ``.``.  Files are kept as
     filePath -> sha256.  Every upload request waits ``latency_ms`` first.
 
 Source files (``GET /source/<name>``)
@@ -135,6 +137,7 @@ EXTENSION_NAMES = {
     "ai-auto-description", "ai-tasks",
 }
 FILE_NAME_BAD_CHARS = re.compile(r"[^A-Za-z0-9.\-]")
+FOLDER_CHARS = re.compile(r"[A-Za-z0-9/_.\-]*")
 SOURCE_IMAGE = re.compile(r"^img-(.+)-(\d+)\.png$")
 ALNUM = string.ascii_letters + string.digits
 FAULT_ACTIONS = {"drop", "truncate", "garbage", "json", "raw", "delay"}
@@ -531,6 +534,13 @@ def unique_name(name):
 def normalize_folder(folder):
     folder = "/" + (folder or "").strip() + "/"
     return re.sub(r"/{2,}", "/", folder)
+
+
+def check_folder(fields):
+    """The spec's folder characters (and ".", which the extension allows)."""
+    folder = fields.get("folder")
+    if folder is not None and not FOLDER_CHARS.fullmatch(folder):
+        raise bad_request("Your request contains invalid folder parameter.")
 
 
 def parse_booleans(fields):
@@ -1182,6 +1192,7 @@ def process_upload(state, settings, parts, auth_present):
     tags = parse_tags(fields)
     wanted = parse_response_fields(fields)
     check_custom_coordinates(fields)
+    check_folder(fields)
 
     max_size = settings["max_file_size"]
     data, source = resolve_file(file_part, max_size)
