@@ -64,6 +64,35 @@ ik_log "a synchronous upload through rpc_upsert_coffee_image(), with content byt
 	echo "     LATERAL rpc_upsert_coffee_image(p_coffee_id => 1, p_url => 'https://roaster.example/' || s.file_name, p_content => s.content);"
 } | psql_demo
 
+ik_log "an application inserts a row and waits for it: LISTEN, INSERT, the notification"
+# (notifications are off unless asked for; the migration leaves them off)
+psql_demo -c "SELECT imagekit.configure('coffee_images', notify => true)" >/dev/null
+coproc LISTENER { ik_as_postgres psql -X -q -A -t -h "$work" -p "$port" -d postgres 2>&1; }
+echo "LISTEN imagekit_coffee_images;" >&"${LISTENER[1]}"
+echo "INSERT INTO coffee_images (coffee_id, url, alt) VALUES (1, '$src/img-10-30000.png', 'waited for') RETURNING id;" >&"${LISTENER[1]}"
+read -r -t 10 row_id <&"${LISTENER[0]}" || row_id=
+printf '    inserted row %s\n' "$row_id"
+heard=
+# psql prints a notification after the next command it runs
+for i in $(seq 1 100); do
+	echo "SELECT 'tick';" >&"${LISTENER[1]}"
+	while read -r -t 10 line <&"${LISTENER[0]}"; do
+		case $line in
+			tick) break ;;
+			*"payload \"{\"key\": \"$row_id\""*) heard=$line ;;
+		esac
+	done
+	[ -n "$heard" ] && break
+	sleep 0.1
+done
+echo '\q' >&"${LISTENER[1]}"
+wait "$LISTENER_PID" 2>/dev/null || true
+if [ -n "$heard" ]; then
+	printf '    %s\n' "$heard"
+else
+	printf '    no notification for row %s within 10 s\n' "$row_id"
+fi
+
 ik_log "inserting 12 coffee images: 9 distinct, 2 duplicates, 1 broken source"
 psql_demo <<SQL
 INSERT INTO coffee_images (coffee_id, url, alt, sort_order)
@@ -82,7 +111,7 @@ for i in $(seq 1 120); do
 done
 
 ik_log "the table"
-psql_demo -c "SELECT id, coffee_id, regexp_replace(url, '^https?://[^/]+', '') AS source, imagekit_url FROM coffee_images ORDER BY id"
+psql_demo -c "SELECT id, coffee_id, regexp_replace(url, '^https?://[^/]+', '') AS source, width, height, imagekit_url FROM coffee_images ORDER BY id"
 ik_log "the queue, and the counters"
 psql_demo -c "SELECT row_key, state, attempts, last_http_status, last_error FROM imagekit.jobs ORDER BY row_key::bigint" \
 	-c "SELECT * FROM imagekit.stats()"
