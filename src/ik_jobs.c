@@ -135,8 +135,8 @@ ik_job_claimed(IkJob *job)
 	{
 		/* claimed that often, it ended its worker every time */
 		error = psprintf("gave up after %d attempts that ended without a result "
-									 "(the worker processing the job died: a crash, a kill or out of memory)",
-									 job->q.attempts);
+						 "(the worker processing the job died: a crash, a kill or out of memory)",
+						 job->q.attempts);
 
 		ik_job_finish(job, IK_JOB_FALLBACK, error, 0, -1);
 		job->q.no_attempt = true;
@@ -259,6 +259,7 @@ ik_job_start_upload(IkJob *job)
 	ik_protocol_options(&opts);
 	if (job->q.options != NULL)
 		ik_protocol_table_options(&opts, job->q.options);
+
 	/*
 	 * Named after the content (and the options: the same bytes with other
 	 * options are another file), so a repeated upload replaces the same file.
