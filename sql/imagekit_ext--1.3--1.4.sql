@@ -24,8 +24,9 @@ REVOKE ALL ON FUNCTION imagekit.url(text, text, boolean, integer, text, text) FR
  * attachments.options: the fixed upload options of the table, as
  * imagekit.check_options() left them (they override imagekit.folder and
  * imagekit.transformation); '{}' for a table attached before 1.4, which
- * therefore uploads as it did.  notify_channel: where imagekit.record_*
- * tell listeners that a row is ready (NULL: no notification).
+ * therefore uploads as it did.  notify_channel: where the worker tells
+ * listeners that a row is ready, in the transaction that stores its result
+ * (NULL: no notification).
  */
 ALTER TABLE imagekit.attachments
     ADD COLUMN options jsonb NOT NULL DEFAULT '{}',
@@ -38,7 +39,7 @@ ALTER TABLE imagekit.attachments
  * row and sent with its upload; "width", "height", "size", "file_id",
  * "file_path", "name" and "content_hash" are written with its URL.  Names
  * and numbers, as for the key, source and target columns of
- * imagekit.attachments (imagekit.on_alter_table() follows renames).
+ * imagekit.attachments (imagekit.on_alter_table_columns() follows renames).
  */
 CREATE TABLE imagekit.attached_columns (
     tbl regclass NOT NULL,
@@ -96,7 +97,6 @@ AS $$
 DECLARE
     k text;
     item jsonb;
-    t text;
     total integer := 0;
     allowed CONSTANT text[] := ARRAY['folder', 'transformation', 'tags', 'custom_metadata',
                                      'is_private_file', 'extensions'];
@@ -112,7 +112,8 @@ BEGIN
         IF NOT k = ANY (allowed) THEN
             RAISE EXCEPTION 'invalid %: unknown option "%"', what, k
                 USING ERRCODE = 'invalid_parameter_value',
-                      HINT = 'The options are ' || array_to_string(allowed, ', ') || '.';
+                      HINT = 'The options are ' || array_to_string(allowed, ', ')
+                             || ', tags_column and custom_metadata_column.';
         END IF;
         IF opts -> k = 'null' THEN
             RAISE EXCEPTION 'invalid %: option "%" is null', what, k
