@@ -609,9 +609,10 @@ REVOKE ALL ON imagekit.attached FROM PUBLIC;
 
 /*
  * The claim returns, besides the job, what its upload and its store need:
- * the options to upload with (imagekit.job_options() when the row adds
- * some), the result columns by number, the notification channel, and the
- * content hash of a result kept while its row was locked.
+ * the table's options (and whether the row adds some: the worker then asks
+ * imagekit.job_options(), unless the table is locked), the result columns by
+ * number, the notification channel, and the content hash of a result kept
+ * while its row was locked.
  */
 DROP FUNCTION imagekit.claim(integer, bigint, integer, interval);
 CREATE FUNCTION imagekit.claim(worker integer, token bigint, lim integer, lease interval)
@@ -621,7 +622,7 @@ RETURNS TABLE (id bigint, generation integer, attempts integer, tbl regclass,
                row_key text, source_url text, pending_state text,
                result_url text, last_error text, last_http_status integer,
                options jsonb, result_columns smallint[], notify_channel text,
-               content_hash text)
+               content_hash text, row_options boolean)
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 SET enable_sort = off
@@ -650,12 +651,7 @@ BEGIN
               (SELECT t.attnum FROM pg_attribute t WHERE t.attrelid = j.tbl AND t.attname = a.target_column),
               j.row_key, j.source_url, j.pending_state,
               j.result_url, j.last_error, j.last_http_status,
-              CASE WHEN j.pending_state IS NULL
-                        AND EXISTS (SELECT FROM imagekit.attached_columns x
-                                     WHERE x.tbl = j.tbl AND x.role IN ('tags', 'custom_metadata'))
-                   THEN coalesce(imagekit.job_options(j.tbl, a.key_column, a.key_type, j.row_key),
-                                 '{"error": "the row is gone"}')
-                   ELSE a.options END,
+              a.options,
               -- (in the order of IkResultColumn, src/ik_queue.h; 0: none)
               ARRAY(SELECT coalesce((SELECT t.attnum
                                        FROM imagekit.attached_columns x
@@ -666,7 +662,9 @@ BEGIN
                       FROM unnest(ARRAY['width', 'height', 'size', 'file_id', 'file_path',
                                         'name', 'content_hash']) WITH ORDINALITY r(role, o)
                      ORDER BY r.o),
-              a.notify_channel, j.content_hash;
+              a.notify_channel, j.content_hash,
+              EXISTS (SELECT FROM imagekit.attached_columns x
+                       WHERE x.tbl = j.tbl AND x.role IN ('tags', 'custom_metadata'));
 END
 $$;
 REVOKE ALL ON FUNCTION imagekit.claim(integer, bigint, integer, interval) FROM PUBLIC;

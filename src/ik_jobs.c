@@ -146,6 +146,13 @@ ik_job_claimed(IkJob *job)
 	}
 	else if (job->q.pending)
 		job->phase = IK_PHASE_FINISHED; /* only its result to store */
+	else if (job->q.options_locked)
+	{
+		/* its row's tags or metadata cannot be read now: try later */
+		error = psprintf("table %s.%s is locked: its row's options are read later",
+						 job->q.nspname, job->q.relname);
+		ik_job_finish(job, IK_JOB_HOLD, error, 0, IK_HOLD_MS);
+	}
 	else if ((error = ik_protocol_options_error(job->q.options)) != NULL)
 	{
 		/* its row asks for options ImageKit would refuse: no upload */

@@ -52,6 +52,7 @@
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
+#include "storage/lmgr.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
@@ -259,18 +260,26 @@ ik_queue_housekeeping(int retention_s, int limit)
  * channel.
  */
 static void
-ik_queue_claimed_options(IkQueueJob *job, HeapTuple tup, TupleDesc desc)
+ik_queue_set_options(IkQueueJob *job, const char *options)
 {
-	char	   *options = SPI_getvalue(tup, desc, 17);
-	bool		isnull;
-	Datum		d;
-
+	job->options = NULL;
 	job->options_digest[0] = '\0';
 	if (options != NULL && strcmp(options, "{}") != 0)
 	{
 		job->options = pg_server_to_any(options, strlen(options), PG_UTF8);
+		if (job->options == options)
+			job->options = pstrdup(options);	/* in this memory context */
 		ik_sha256_hex(job->options, strlen(job->options), job->options_digest);
 	}
+}
+
+static void
+ik_queue_claimed_options(IkQueueJob *job, HeapTuple tup, TupleDesc desc)
+{
+	bool		isnull;
+	Datum		d;
+
+	ik_queue_set_options(job, SPI_getvalue(tup, desc, 17));
 
 	d = SPI_getbinval(tup, desc, 18, &isnull);
 	if (!isnull)
@@ -289,6 +298,53 @@ ik_queue_claimed_options(IkQueueJob *job, HeapTuple tup, TupleDesc desc)
 }
 
 /*
+ * The options of a job whose row adds tags or metadata of its own
+ * (imagekit.job_options()), in the job's memory context.  The row is read
+ * only if the table can be locked at once: a job of a table an application
+ * holds (ALTER TABLE, LOCK) waits in the queue rather than the worker.
+ */
+static void
+ik_queue_row_options(IkQueueJob *job)
+{
+	Oid			argtypes[4] = {OIDOID, TEXTOID, TEXTOID, TEXTOID};
+	Datum		args[4];
+	char	   *key_column;
+	char	   *options = NULL;
+	MemoryContext old;
+
+	if (!ConditionalLockRelationOid(job->relid, AccessShareLock))
+	{
+		job->options_locked = true;
+		return;
+	}
+	key_column = get_attname(job->relid, job->key_attnum, true);
+	if (key_column != NULL)
+	{
+		args[0] = ObjectIdGetDatum(job->relid);
+		args[1] = CStringGetTextDatum(key_column);
+		args[2] = CStringGetTextDatum(job->key_type);
+		args[3] = CStringGetTextDatum(job->row_key);
+		SPI_connect();
+		if (ik_spi_execute("SELECT imagekit.job_options($1::regclass, $2::name, $3, $4)",
+						   4, argtypes, args, NULL, true, 1) != SPI_OK_SELECT ||
+			SPI_processed != 1)
+			elog(ERROR, "could not read the options of a row of %s.%s",
+				 job->nspname, job->relname);
+		options = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+		old = MemoryContextSwitchTo(job->mcxt);
+		ik_queue_set_options(job, options ? options : "{\"error\": \"the row is gone\"}");
+		MemoryContextSwitchTo(old);
+		SPI_finish();
+	}
+	else
+	{
+		old = MemoryContextSwitchTo(job->mcxt);
+		ik_queue_set_options(job, "{\"error\": \"the table is gone\"}");
+		MemoryContextSwitchTo(old);
+	}
+}
+
+/*
  * Claim up to "limit" due jobs for worker "slot" with lease token "token".
  * Each job is allocated with job_size bytes (a caller's struct that starts
  * with an IkQueueJob) in a memory context of its own under "parent"; the
@@ -303,6 +359,7 @@ ik_queue_claim(int slot, int64 token, int limit, int lease_ms,
 	Datum		args[4] = {Int32GetDatum(slot), Int64GetDatum(token),
 	Int32GetDatum(limit), Int32GetDatum(lease_ms)};
 	List	   *jobs = NIL;
+	ListCell   *lc;
 
 	SPI_connect();
 	if (ik_spi_execute("SELECT * FROM imagekit.claim($1, $2, $3,"
@@ -355,11 +412,25 @@ ik_queue_claim(int slot, int64 token, int limit, int lease_ms,
 			if (hash != NULL && strlen(hash) == IK_HASH_HEX_LEN)
 				strlcpy(job->hash, hash, sizeof(job->hash));
 		}
+		else
+		{
+			Datum		d = SPI_getbinval(tup, desc, 21, &isnull);
+
+			job->row_options = !isnull && DatumGetBool(d);
+		}
 		MemoryContextSwitchTo(caller);
 		jobs = lappend(jobs, job);
 		MemoryContextSwitchTo(old);
 	}
 	SPI_finish();
+
+	foreach(lc, jobs)
+	{
+		IkQueueJob *job = (IkQueueJob *) lfirst(lc);
+
+		if (job->row_options)
+			ik_queue_row_options(job);
+	}
 	return jobs;
 }
 

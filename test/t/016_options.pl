@@ -200,6 +200,30 @@ for (1 .. 100)
 }
 like($heard8, qr/"key": "8", "url": "https:[^"]*", "state": "done"/, 'and its notification sent then');
 
+# a table an application holds (ACCESS EXCLUSIVE) while a row whose tags
+# come from the row waits: the job waits, the worker does not, and the other
+# tables drain meanwhile
+sq("SELECT imagekit.configure('beans', options => '{\"folder\": \"coffee/new\", \"tags_column\": \"labels\"}')");
+ik_set_enabled($node, 0);
+sq("INSERT INTO beans (id, url, labels) VALUES (12, '$base/source/img-8-3000.png', '{locked}')");
+$locker->query('BEGIN');
+$locker->query('LOCK TABLE beans IN ACCESS EXCLUSIVE MODE');
+ik_set_enabled($node, 1);
+ok($node->poll_query_until('postgres',
+	"SELECT state = 'queued' AND last_error = 'table public.beans is locked: its row''s options are read later'
+	   FROM imagekit.jobs WHERE tbl = 'beans'::regclass AND row_key = '12'"),
+	'a job whose row cannot be read now goes back to the queue');
+sq("INSERT INTO plain VALUES (2, '$base/source/img-9-3000.png')");
+ok($node->poll_query_until('postgres', "SELECT imagekit_url IS NOT NULL FROM plain WHERE id = 2"),
+	'the other table drains meanwhile');
+is(sq("SELECT attempts FROM imagekit.jobs WHERE tbl = 'beans'::regclass AND row_key = '12'"), '0',
+	'no attempt counted for the wait');
+$locker->query('COMMIT');
+ok($node->poll_query_until('postgres', "SELECT width = 64 FROM beans WHERE id = 12"), 'done once the lock goes');
+ok((grep { $_->{fields}{tags} eq 'coffee,beans,locked' } @{ $ik->stats->{files} }) == 0
+	  && (grep { ($_->{fields}{tags} // '') eq 'locked' } @{ $ik->stats->{files} }) == 1,
+	'with its row\'s tags');
+
 # notify off, then a channel of one's own
 sq("SELECT imagekit.configure('beans', notify => false)");
 sq("INSERT INTO beans (id, url) VALUES (9, '$base/source/img-5-3000.png')");
