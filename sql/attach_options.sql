@@ -41,6 +41,9 @@ SELECT imagekit.attach('pics', columns => '{"size": "w"}');
 SELECT imagekit.attach('pics', columns => '{"file_id": "bytes"}');
 SELECT imagekit.attach('pics', columns => '{"width": "url"}');
 SELECT imagekit.attach('pics', columns => '{"width": "w", "height": "w"}');
+ALTER TABLE pics ADD COLUMN gen integer GENERATED ALWAYS AS (id * 2) STORED;
+SELECT imagekit.attach('pics', columns => '{"width": "gen"}');
+ALTER TABLE pics DROP COLUMN gen;
 SELECT imagekit.attach('pics', options => '{"tags_column": "extra"}');
 SELECT imagekit.attach('pics', options => '{"custom_metadata_column": "labels"}');
 SELECT imagekit.attach('pics', options => '{"tags_column": "labels"}', columns => '{"file_id": "labels"}');
@@ -75,11 +78,8 @@ INSERT INTO pics (id, url, labels, extra) VALUES
     (4, 'https://example.com/4.png', NULL, '"text"'),
     (5, 'https://example.com/5.png', ARRAY['coffee', NULL, repeat('t', 490)], NULL),
     (6, 'https://example.com/6.png', ARRAY[repeat('t', 491)], NULL);
-SELECT id, left(imagekit.job_options('pics', 'id', 'bigint', id::text) ->> 'tags', 40) AS tags,
-       imagekit.job_options('pics', 'id', 'bigint', id::text) -> 'custom_metadata' AS custom_metadata,
-       imagekit.job_options('pics', 'id', 'bigint', id::text) -> 'error' AS error
-FROM pics ORDER BY id;
-SELECT imagekit.job_options('pics', 'id', 'bigint', '99') IS NULL AS gone;
+SELECT id, left(o ->> 'tags', 40) AS tags, o -> 'custom_metadata' AS custom_metadata, o -> 'error' AS error
+FROM pics, imagekit.job_options('pics', labels, extra) AS o ORDER BY id;
 
 -- DDL: a rename is followed; a drop or an unfit type is refused
 ALTER TABLE pics RENAME COLUMN w TO width_px;
@@ -98,6 +98,9 @@ FROM imagekit.attached WHERE tbl = 'pics'::regclass;
 SELECT imagekit.configure('pics', columns => '{}', notify => false);
 SELECT options, columns, notify_channel FROM imagekit.attached WHERE tbl = 'pics'::regclass;
 SELECT imagekit.configure('pics', notify_channel => 'pics_ready');
+SELECT notify_channel FROM imagekit.attached WHERE tbl = 'pics'::regclass;
+-- turned on again, a table keeps its channel
+SELECT imagekit.configure('pics', notify => true);
 SELECT notify_channel FROM imagekit.attached WHERE tbl = 'pics'::regclass;
 SELECT imagekit.configure('pics', options => '{"tags": ["x%"]}');
 SELECT options FROM imagekit.attached WHERE tbl = 'pics'::regclass;

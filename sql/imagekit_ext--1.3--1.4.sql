@@ -215,46 +215,21 @@ $$;
 
 /*
  * The options one job's upload is sent with: the table's, with the tags and
- * the custom metadata of its row added (tags after the table's, without
- * repeats; the row's metadata keys win).  A row whose values ImageKit would
- * refuse gets {"error": "..."}, and its job falls back without an upload.
- * NULL when the row is gone.  The row is read as the worker (it sees every
- * row), through columns and operators of built-in types only; constraint
- * exclusion, which could evaluate an inheritance child's CHECK, is off.
+ * the custom metadata read from its row (by the worker, as the table's
+ * owner) added: tags after the table's, without repeats; the row's metadata
+ * keys win.  A row whose values ImageKit would refuse gets {"error": "..."},
+ * and its job falls back without an upload.
  */
-CREATE FUNCTION imagekit.job_options(tbl regclass, key_column name, key_type text, row_key text)
+CREATE FUNCTION imagekit.job_options(tbl regclass, row_tags text[], row_meta jsonb)
 RETURNS jsonb
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
-SET constraint_exclusion = off
 AS $$
 DECLARE
     opts jsonb;
-    tags_col name;
-    meta_col name;
-    row_tags text[];
-    row_meta jsonb;
     all_tags jsonb;
-    n bigint;
 BEGIN
     SELECT a.options INTO opts FROM imagekit.attachments a WHERE a.tbl = job_options.tbl;
-    SELECT c.column_name INTO tags_col FROM imagekit.attached_columns c
-     WHERE c.tbl = job_options.tbl AND c.role = 'tags';
-    SELECT c.column_name INTO meta_col FROM imagekit.attached_columns c
-     WHERE c.tbl = job_options.tbl AND c.role = 'custom_metadata';
-    IF tags_col IS NULL AND meta_col IS NULL THEN
-        RETURN opts;
-    END IF;
-    EXECUTE format('SELECT %s, %s FROM %s WHERE %I = $1::%s',
-                   CASE WHEN tags_col IS NULL THEN 'NULL::text[]' ELSE format('%I::text[]', tags_col) END,
-                   CASE WHEN meta_col IS NULL THEN 'NULL::jsonb' ELSE format('%I::jsonb', meta_col) END,
-                   tbl, key_column, key_type)
-       INTO row_tags, row_meta USING row_key;
-    GET DIAGNOSTICS n = ROW_COUNT;
-    IF n = 0 THEN
-        RETURN NULL;
-    END IF;
-
     IF row_tags IS NOT NULL THEN
         SELECT jsonb_agg(to_jsonb(w.t) ORDER BY w.o) INTO all_tags
           FROM (SELECT z.t, min(z.o) AS o
@@ -282,7 +257,7 @@ BEGIN
     RETURN opts;
 END
 $$;
-REVOKE ALL ON FUNCTION imagekit.job_options(regclass, name, text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION imagekit.job_options(regclass, text[], jsonb) FROM PUBLIC;
 
 /*
  * Set what attach() or configure() was given for table "tbl"; a NULL
@@ -290,7 +265,9 @@ REVOKE ALL ON FUNCTION imagekit.job_options(regclass, name, text, text) FROM PUB
  * options (with tags_column and custom_metadata_column, the columns the
  * row's own tags and metadata are read from); "columns" replaces the
  * mapping of result columns ({"width": "width", ...}); "notify" turns the
- * notifications on (on "notify_channel", or imagekit_<table>) or off.
+ * notifications on or off, "notify_channel" sets the channel (and turns
+ * them on unless "notify" is false); on without a channel, a table keeps
+ * its channel, or gets imagekit_<table>.
  */
 CREATE FUNCTION imagekit.set_table_config(tbl regclass, options jsonb, columns jsonb,
                                           notify boolean, notify_channel text)
@@ -361,6 +338,13 @@ BEGIN
                 USING ERRCODE = 'invalid_parameter_value',
                       DETAIL = format('It was given for "%s".', k);
         END IF;
+        IF k NOT IN ('tags', 'custom_metadata')
+           AND EXISTS (SELECT FROM pg_attribute t
+                        WHERE t.attrelid = tbl AND t.attname = col
+                          AND (t.attgenerated <> '' OR t.attidentity = 'a')) THEN
+            RAISE EXCEPTION 'column "%" of table "%" is generated, and cannot take "%"', col, tbl, k
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
         IF NOT typ = ANY (imagekit.column_role_types(k)) THEN
             RAISE EXCEPTION 'column "%" of table "%" is of type %, not one "%" can go in', col, tbl, typ, k
                 USING ERRCODE = 'datatype_mismatch',
@@ -378,7 +362,9 @@ BEGIN
 
     IF notify IS NOT NULL OR notify_channel IS NOT NULL THEN
         IF notify IS NOT false THEN
-            channel := coalesce(notify_channel, 'imagekit_' || (SELECT c.relname FROM pg_class c WHERE c.oid = tbl));
+            -- (turned on again: the channel it had, or the default)
+            channel := coalesce(notify_channel, att.notify_channel,
+                                'imagekit_' || (SELECT c.relname FROM pg_class c WHERE c.oid = tbl));
             IF notify_channel IS NULL THEN
                 WHILE octet_length(channel) > 63 LOOP
                     channel := left(channel, -1);
@@ -413,7 +399,7 @@ CREATE FUNCTION imagekit.attach(tbl regclass,
                                 backfill boolean DEFAULT false,
                                 options jsonb DEFAULT NULL,
                                 columns jsonb DEFAULT NULL,
-                                notify boolean DEFAULT false,
+                                notify boolean DEFAULT NULL,
                                 notify_channel text DEFAULT NULL)
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE
@@ -588,6 +574,7 @@ SELECT a.tbl, a.key_column, a.source_column, a.target_column, a.options,
        a.notify_channel, a.attached_at
   FROM imagekit.attachments a;
 REVOKE ALL ON FUNCTION imagekit.attach(regclass, name, name, boolean, jsonb, jsonb, boolean, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION imagekit.configure(regclass, jsonb, jsonb, boolean, text) FROM PUBLIC;
 DO $$
 DECLARE
     g record;
@@ -598,21 +585,31 @@ BEGIN
                 AND a.grantee <> (SELECT p.proowner FROM pg_proc p
                                    WHERE p.oid = 'imagekit.attach(regclass, name, name, boolean, jsonb, jsonb, boolean, text)'::regprocedure)
     LOOP
-        EXECUTE format('GRANT EXECUTE ON FUNCTION imagekit.attach(regclass, name, name, boolean, jsonb, jsonb, boolean, text) TO %s%s',
-                       CASE WHEN g.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(g.grantee::regrole::text) END,
+        -- (who may attach a table may configure it)
+        EXECUTE format('GRANT EXECUTE ON FUNCTION imagekit.attach(regclass, name, name, boolean, jsonb, jsonb, boolean, text), '
+                       'imagekit.configure(regclass, jsonb, jsonb, boolean, text) TO %s%s',
+                       CASE WHEN g.grantee = 0 THEN 'PUBLIC' ELSE g.grantee::regrole::text END,
                        CASE WHEN g.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
     END LOOP;
+    -- A GRANT in an extension script counts as the extension's own initial
+    -- privilege, which pg_dump leaves out: these were the DBA's, so the
+    -- initial privileges are those of a new installation (the owner's).
+    UPDATE pg_catalog.pg_init_privs i
+       SET initprivs = (SELECT ARRAY[makeaclitem(p.proowner, p.proowner, 'EXECUTE', false)]
+                          FROM pg_proc p WHERE p.oid = i.objoid)
+     WHERE i.classoid = 'pg_proc'::regclass AND i.objsubid = 0
+       AND i.objoid IN ('imagekit.attach(regclass, name, name, boolean, jsonb, jsonb, boolean, text)'::regprocedure,
+                        'imagekit.configure(regclass, jsonb, jsonb, boolean, text)'::regprocedure);
 END
 $$;
-REVOKE ALL ON FUNCTION imagekit.configure(regclass, jsonb, jsonb, boolean, text) FROM PUBLIC;
 REVOKE ALL ON imagekit.attached FROM PUBLIC;
 
 /*
  * The claim returns, besides the job, what its upload and its store need:
- * the table's options (and whether the row adds some: the worker then asks
- * imagekit.job_options(), unless the table is locked), the result columns by
- * number, the notification channel, and the content hash of a result kept
- * while its row was locked.
+ * the table's options (and the numbers of the columns the row adds some
+ * from: the worker reads them, as the table's owner, and merges them with
+ * imagekit.job_options()), the result columns by number, the notification
+ * channel, and the content hash of a result kept while its row was locked.
  */
 DROP FUNCTION imagekit.claim(integer, bigint, integer, interval);
 CREATE FUNCTION imagekit.claim(worker integer, token bigint, lim integer, lease interval)
@@ -622,7 +619,7 @@ RETURNS TABLE (id bigint, generation integer, attempts integer, tbl regclass,
                row_key text, source_url text, pending_state text,
                result_url text, last_error text, last_http_status integer,
                options jsonb, result_columns smallint[], notify_channel text,
-               content_hash text, row_options boolean)
+               content_hash text, option_columns smallint[])
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 SET enable_sort = off
@@ -663,8 +660,15 @@ BEGIN
                                         'name', 'content_hash']) WITH ORDINALITY r(role, o)
                      ORDER BY r.o),
               a.notify_channel, j.content_hash,
-              EXISTS (SELECT FROM imagekit.attached_columns x
-                       WHERE x.tbl = j.tbl AND x.role IN ('tags', 'custom_metadata'));
+              -- (tags, custom_metadata; 0: none)
+              ARRAY(SELECT coalesce((SELECT t.attnum
+                                       FROM imagekit.attached_columns x
+                                       JOIN pg_attribute t ON t.attrelid = j.tbl
+                                                          AND t.attname = x.column_name
+                                                          AND NOT t.attisdropped
+                                      WHERE x.tbl = j.tbl AND x.role = r.role), 0::smallint)
+                      FROM unnest(ARRAY['tags', 'custom_metadata']) WITH ORDINALITY r(role, o)
+                     ORDER BY r.o);
 END
 $$;
 REVOKE ALL ON FUNCTION imagekit.claim(integer, bigint, integer, interval) FROM PUBLIC;
@@ -770,12 +774,18 @@ BEGIN
                       HINT = 'Take it out of the table''s configuration with imagekit.configure() first.';
         END IF;
     END LOOP;
-    FOR col IN SELECT x.tbl, x.role, t.attname, t.atttypid::regtype AS typ
+    FOR col IN WITH RECURSIVE touched(relid) AS (
+                   SELECT c.objid FROM pg_event_trigger_ddl_commands() c
+                    WHERE c.classid = 'pg_class'::regclass
+                   UNION
+                   SELECT i.inhrelid FROM pg_inherits i JOIN touched t ON i.inhparent = t.relid)
+               SELECT x.tbl, x.role, t.attname, t.atttypid::regtype AS typ
                  FROM imagekit.attached_columns x
                  JOIN pg_attribute t ON t.attrelid = x.tbl AND t.attname = x.column_name
-                WHERE x.tbl IN (SELECT c.objid FROM pg_event_trigger_ddl_commands() c
-                                 WHERE c.classid = 'pg_class'::regclass)
-                  AND NOT t.atttypid::regtype = ANY (imagekit.column_role_types(x.role))
+                WHERE x.tbl IN (SELECT relid FROM touched)
+                  AND (NOT t.atttypid::regtype = ANY (imagekit.column_role_types(x.role))
+                       OR (x.role NOT IN ('tags', 'custom_metadata')
+                           AND (t.attgenerated <> '' OR t.attidentity = 'a')))
     LOOP
         RAISE EXCEPTION 'cannot change the type of column "%" of table "%" to %', col.attname, col.tbl, col.typ
             USING ERRCODE = 'feature_not_supported',

@@ -123,15 +123,31 @@ ik_transformation_json(const char *pre)
 	return result;
 }
 
+/* jsonb's own limit is the stack depth; this is far above any real options */
+#define IK_OPTIONS_MAX_DEPTH 1000
+
 /* Parse "json" (UTF-8) as one JSON object with json-c; NULL if it is not. */
 static json_object *
 ik_options_parse(const char *json)
 {
+	json_tokener *tok;
 	json_object *obj;
 
 	if (json == NULL)
 		return NULL;
-	obj = json_tokener_parse(json);
+	/* as deep as jsonb nests (json-c's default stops at 32) */
+	tok = json_tokener_new_ex(IK_OPTIONS_MAX_DEPTH);
+	if (tok == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory")));
+	obj = json_tokener_parse_ex(tok, json, (int) strlen(json));
+	if (obj != NULL && json_tokener_get_error(tok) != json_tokener_success)
+	{
+		json_object_put(obj);
+		obj = NULL;
+	}
+	json_tokener_free(tok);
 	if (obj != NULL && !json_object_is_type(obj, json_type_object))
 	{
 		json_object_put(obj);

@@ -46,6 +46,7 @@
 
 #include "access/xact.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_attribute.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
@@ -56,6 +57,7 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/json.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/resowner.h"
@@ -80,6 +82,10 @@
 #define IK_STORE_TIMEOUT_MS 5000
 /* when a result kept because its row was locked is tried again */
 #define IK_PARK_DELAY_MS 1000
+
+static const char *ik_queue_table_name(IkQueueJob *job);
+static const char *ik_queue_column_name(IkQueueJob *job, AttrNumber attnum);
+static Oid	ik_queue_table_owner(IkQueueJob *job);
 
 /*
  * Is the extension installed here, at a version this library drives?  The
@@ -259,6 +265,20 @@ ik_queue_housekeeping(int retention_s, int limit)
  * their digest, the numbers of its result columns, its notification
  * channel.
  */
+/* Column numbers from an int2[] of the claim (0: none) into attnums[n]. */
+static void
+ik_queue_attnums(Datum d, AttrNumber *attnums, int n)
+{
+	Datum	   *elems;
+	bool	   *nulls;
+	int			nelems;
+
+	deconstruct_array(DatumGetArrayTypeP(d), INT2OID, sizeof(int16), true,
+					  TYPALIGN_SHORT, &elems, &nulls, &nelems);
+	for (int i = 0; i < nelems && i < n; i++)
+		attnums[i] = nulls[i] ? 0 : DatumGetInt16(elems[i]);
+}
+
 static void
 ik_queue_set_options(IkQueueJob *job, const char *options)
 {
@@ -283,65 +303,169 @@ ik_queue_claimed_options(IkQueueJob *job, HeapTuple tup, TupleDesc desc)
 
 	d = SPI_getbinval(tup, desc, 18, &isnull);
 	if (!isnull)
-	{
-		ArrayType  *arr = DatumGetArrayTypeP(d);
-		Datum	   *elems;
-		bool	   *nulls;
-		int			n;
-
-		deconstruct_array(arr, INT2OID, sizeof(int16), true, TYPALIGN_SHORT,
-						  &elems, &nulls, &n);
-		for (int i = 0; i < n && i < IK_NUM_RESULT_COLUMNS; i++)
-			job->result_attnums[i] = nulls[i] ? 0 : DatumGetInt16(elems[i]);
-	}
+		ik_queue_attnums(d, job->result_attnums, IK_NUM_RESULT_COLUMNS);
 	job->notify_channel = SPI_getvalue(tup, desc, 19);
 }
 
 /*
- * The options of a job whose row adds tags or metadata of its own
- * (imagekit.job_options()), in the job's memory context.  The row is read
- * only if the table can be locked at once: a job of a table an application
- * holds (ALTER TABLE, LOCK) waits in the queue rather than the worker.
+ * Read the tags and the custom metadata of a job's row (columns
+ * option_attnums), as text, into the caller's memory context: as the
+ * table's owner in a security-restricted operation (the worker is a
+ * superuser; reading a row can run the owner's code: a cast, an index
+ * expression), in a subtransaction, without waiting on a lock for more than
+ * IK_STORE_LOCK_TIMEOUT, within IK_STORE_TIMEOUT_MS.  Returns false when the
+ * table is locked; sets *error when the row cannot be read, *gone when it is
+ * not there.
+ */
+static bool
+ik_queue_read_row_options(IkQueueJob *job, char **tags, char **meta,
+						  bool *gone, char **error)
+{
+	MemoryContext mcxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	Oid			save_userid;
+	int			save_sec;
+	volatile bool locked = false;
+
+	*tags = *meta = *error = NULL;
+	*gone = false;
+	GetUserIdAndSecContext(&save_userid, &save_sec);
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(mcxt);
+	PG_TRY();
+	{
+		Oid			argtypes[1] = {TEXTOID};
+		Datum		args[1];
+		Oid			table_owner = ik_queue_table_owner(job);
+		int			nestlevel;
+		char	   *sql;
+
+		sql = psprintf("SELECT %s, %s FROM %s WHERE %s = $1::%s",
+					   job->option_attnums[0] ?
+					   psprintf("%s::pg_catalog.text[]",
+								ik_queue_column_name(job, job->option_attnums[0])) :
+					   "NULL",
+					   job->option_attnums[1] ?
+					   psprintf("%s::pg_catalog.jsonb",
+								ik_queue_column_name(job, job->option_attnums[1])) :
+					   "NULL",
+					   ik_queue_table_name(job),
+					   ik_queue_column_name(job, job->key_attnum), job->key_type);
+		args[0] = CStringGetTextDatum(job->row_key);
+
+		nestlevel = NewGUCNestLevel();
+		(void) set_config_option("lock_timeout", IK_STORE_LOCK_TIMEOUT,
+								 PGC_SUSET, PGC_S_SESSION, GUC_ACTION_SAVE,
+								 true, 0, false);
+		SetUserIdAndSecContext(table_owner, save_sec | SECURITY_RESTRICTED_OPERATION);
+		enable_timeout_after(STATEMENT_TIMEOUT, IK_STORE_TIMEOUT_MS);
+		SPI_connect();
+		if (SPI_execute_with_args(sql, 1, argtypes, args, NULL, true, 1) != SPI_OK_SELECT)
+			elog(ERROR, "could not read a row of %s.%s", job->nspname, job->relname);
+		if (SPI_processed == 0)
+			*gone = true;
+		else
+		{
+			char	   *t = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+			char	   *m = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+
+			*tags = t ? MemoryContextStrdup(mcxt, t) : NULL;
+			*meta = m ? MemoryContextStrdup(mcxt, m) : NULL;
+		}
+		SPI_finish();
+		disable_timeout(STATEMENT_TIMEOUT, false);
+		SetUserIdAndSecContext(save_userid, save_sec);
+		AtEOXact_GUC(false, nestlevel);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(mcxt);
+		CurrentResourceOwner = owner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		disable_timeout(STATEMENT_TIMEOUT, false);
+		SetUserIdAndSecContext(save_userid, save_sec);
+		MemoryContextSwitchTo(mcxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		/* also undoes the settings of this step */
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(mcxt);
+		CurrentResourceOwner = owner;
+		if (edata->sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE)
+			locked = true;
+		else
+			*error = psprintf("could not read the row's tags or metadata: %s",
+							  edata->message);
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+	return !locked;
+}
+
+/*
+ * The options of a job whose row adds tags or metadata of its own: read
+ * from the row (ik_queue_read_row_options) and merged with the table's by
+ * imagekit.job_options(), in the job's memory context.  A job of a table
+ * an application holds (ALTER TABLE, LOCK) waits in the queue rather than
+ * the worker.
  */
 static void
 ik_queue_row_options(IkQueueJob *job)
 {
-	Oid			argtypes[4] = {OIDOID, TEXTOID, TEXTOID, TEXTOID};
-	Datum		args[4];
-	char	   *key_column;
-	char	   *options = NULL;
+	Oid			argtypes[3] = {OIDOID, TEXTOID, TEXTOID};
+	Datum		args[3];
+	char		nulls[3] = {' ', ' ', ' '};
+	char	   *tags;
+	char	   *meta;
+	char	   *error;
+	bool		gone;
 	MemoryContext old;
 
-	if (!ConditionalLockRelationOid(job->relid, AccessShareLock))
+	if (!ConditionalLockRelationOid(job->relid, AccessShareLock) ||
+		!ik_queue_read_row_options(job, &tags, &meta, &gone, &error))
 	{
 		job->options_locked = true;
 		return;
 	}
-	key_column = get_attname(job->relid, job->key_attnum, true);
-	if (key_column != NULL)
+	old = MemoryContextSwitchTo(job->mcxt);
+	if (error != NULL || gone)
 	{
-		args[0] = ObjectIdGetDatum(job->relid);
-		args[1] = CStringGetTextDatum(key_column);
-		args[2] = CStringGetTextDatum(job->key_type);
-		args[3] = CStringGetTextDatum(job->row_key);
-		SPI_connect();
-		if (ik_spi_execute("SELECT imagekit.job_options($1::regclass, $2::name, $3, $4)",
-						   4, argtypes, args, NULL, true, 1) != SPI_OK_SELECT ||
-			SPI_processed != 1)
-			elog(ERROR, "could not read the options of a row of %s.%s",
-				 job->nspname, job->relname);
-		options = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
-		old = MemoryContextSwitchTo(job->mcxt);
-		ik_queue_set_options(job, options ? options : "{\"error\": \"the row is gone\"}");
+		StringInfoData buf;
+
+		/* {"error": "..."}, JSON-escaped */
+		initStringInfo(&buf);
+		appendStringInfoString(&buf, "{\"error\": ");
+		escape_json(&buf, gone ? "the row is gone" : error);
+		appendStringInfoChar(&buf, '}');
+		ik_queue_set_options(job, buf.data);
 		MemoryContextSwitchTo(old);
-		SPI_finish();
+		return;
 	}
+	MemoryContextSwitchTo(old);
+
+	args[0] = ObjectIdGetDatum(job->relid);
+	if (tags != NULL)
+		args[1] = CStringGetTextDatum(tags);
 	else
-	{
-		old = MemoryContextSwitchTo(job->mcxt);
-		ik_queue_set_options(job, "{\"error\": \"the table is gone\"}");
-		MemoryContextSwitchTo(old);
-	}
+		nulls[1] = 'n';
+	if (meta != NULL)
+		args[2] = CStringGetTextDatum(meta);
+	else
+		nulls[2] = 'n';
+	SPI_connect();
+	if (ik_spi_execute("SELECT imagekit.job_options($1::pg_catalog.regclass, $2::pg_catalog.text[],"
+					   " $3::pg_catalog.jsonb)",
+					   3, argtypes, args, nulls, true, 1) != SPI_OK_SELECT ||
+		SPI_processed != 1)
+		elog(ERROR, "could not merge the options of a row of %s.%s",
+			 job->nspname, job->relname);
+	old = MemoryContextSwitchTo(job->mcxt);
+	ik_queue_set_options(job, SPI_getvalue(SPI_tuptable->vals[0],
+										   SPI_tuptable->tupdesc, 1));
+	MemoryContextSwitchTo(old);
+	SPI_finish();
 }
 
 /*
@@ -416,7 +540,10 @@ ik_queue_claim(int slot, int64 token, int limit, int lease_ms,
 		{
 			Datum		d = SPI_getbinval(tup, desc, 21, &isnull);
 
-			job->row_options = !isnull && DatumGetBool(d);
+			if (!isnull)
+				ik_queue_attnums(d, job->option_attnums, 2);
+			job->row_options = job->option_attnums[0] != 0 ||
+				job->option_attnums[1] != 0;
 		}
 		MemoryContextSwitchTo(caller);
 		jobs = lappend(jobs, job);
@@ -541,6 +668,21 @@ ik_queue_column_name(IkQueueJob *job, AttrNumber attnum)
 		elog(ERROR, "column %d of table %u of imagekit job " INT64_FORMAT " is gone",
 			 attnum, job->relid, job->id);
 	return quote_identifier(name);
+}
+
+/* Is column "attnum" of the job's table there, not dropped? */
+static bool
+ik_queue_column_exists(IkQueueJob *job, AttrNumber attnum)
+{
+	HeapTuple	tup = SearchSysCache2(ATTNUM, ObjectIdGetDatum(job->relid),
+									  Int16GetDatum(attnum));
+	bool		exists;
+
+	if (!HeapTupleIsValid(tup))
+		return false;
+	exists = !((Form_pg_attribute) GETSTRUCT(tup))->attisdropped;
+	ReleaseSysCache(tup);
+	return exists;
 }
 
 /* The table's owner now (not at the claim: ownership may have changed). */
@@ -668,7 +810,7 @@ ik_queue_result_value(IkResultColumn col, IkQueueJob *job, bool done,
 /*
  * Tell the listeners of the job's channel that its row is ready: a JSON
  * object with the table, the row's key, the state (done or fallback) and
- * the URL stored.  A payload over PostgreSQL's limit goes without the URL
+ * the URL stored (null: its result could not be stored in the row).  A payload over PostgreSQL's limit goes without the URL
  * (and the key shortened), marked "truncated".  While the notification
  * queue is more than half full (a listener that does not read), nothing is
  * sent, so that the worker's commits never fail on it; that is logged.
@@ -685,7 +827,7 @@ ik_queue_notify(IkQueueJob *job, const char *state, const char *url)
 	args[1] = CStringGetTextDatum(psprintf("%s.%s", job->nspname, job->relname));
 	args[2] = CStringGetTextDatum(job->row_key);
 	args[3] = CStringGetTextDatum(state);
-	args[4] = CStringGetTextDatum(url);
+	args[4] = url ? CStringGetTextDatum(url) : (Datum) 0;
 	if (DatumGetFloat8(ik_queue_call_value("SELECT pg_catalog.pg_notification_queue_usage()",
 										   0, NULL, NULL, NULL, &isnull)) < 0.5)
 	{
@@ -694,7 +836,7 @@ ik_queue_notify(IkQueueJob *job, const char *state, const char *url)
 					  "   'state', $4, 'url', NULL, 'truncated', true)::text END)"
 					  " FROM (SELECT pg_catalog.jsonb_build_object('table', $2, 'key', $3,"
 					  "   'state', $4, 'url', $5)::text AS p) s",
-					  5, argtypes, args, NULL);
+					  5, argtypes, args, url ? NULL : "    n");
 		return;
 	}
 	if (TimestampDifferenceExceeds(warned_at, GetCurrentTimestamp(), 60 * 1000))
@@ -751,7 +893,9 @@ ik_queue_store(IkQueueJob *job, int64 token, const char *state,
 		args[2] = CStringGetTextDatum(job->source_url);
 		for (int i = 0; i < IK_NUM_RESULT_COLUMNS; i++)
 		{
-			if (job->result_attnums[i] == 0)
+			/* (a column taken out by configure() may be dropped since) */
+			if (job->result_attnums[i] == 0 ||
+				!ik_queue_column_exists(job, job->result_attnums[i]))
 				continue;
 			appendStringInfo(&sql, ", %s = $%d",
 							 ik_queue_column_name(job, job->result_attnums[i]),
@@ -883,6 +1027,8 @@ ik_queue_finish_job(IkQueueJob *job, int64 token)
 		/* even storing the fallback ended the worker: record it only */
 		if (!ik_queue_record(job, token, "fallback", 0, 0, NULL, NULL))
 			ik_queue_requeue_if_held(job, token);
+		else if (job->notify_channel != NULL)
+			ik_queue_notify(job, "fallback", NULL);
 		return IK_FINISH_RECORDED;
 	}
 
@@ -946,6 +1092,8 @@ ik_queue_finish_job(IkQueueJob *job, int64 token)
 			job->url = NULL;
 			if (!ik_queue_record(job, token, "fallback", 0, 0, NULL, NULL))
 				ik_queue_requeue_if_held(job, token);
+			else if (job->notify_channel != NULL)
+				ik_queue_notify(job, "fallback", NULL);
 			break;
 	}
 	return IK_FINISH_RECORDED;

@@ -70,6 +70,7 @@ typedef struct IkQueueJob
 	char		options_digest[IK_HASH_HEX_LEN + 1];	/* of options; "" if none */
 	AttrNumber	result_attnums[IK_NUM_RESULT_COLUMNS];	/* 0: not mapped */
 	char	   *notify_channel; /* or NULL */
+	AttrNumber	option_attnums[2];	/* the row's tags, metadata; 0: none */
 	bool		row_options;	/* its row adds options (imagekit.job_options) */
 	bool		options_locked; /* its row's options not read: table locked */
 	bool		pending;		/* claimed with a result to store */

@@ -116,8 +116,9 @@ $node->safe_psql('postgres', 'CREATE DATABASE v13');
 $node->safe_psql('v13', q{
 	CREATE EXTENSION imagekit_ext VERSION '1.3';
 	CREATE ROLE v13_attacher;
+	CREATE ROLE "V13 Attacher";
 	GRANT USAGE ON SCHEMA imagekit TO v13_attacher;
-	GRANT EXECUTE ON FUNCTION imagekit.attach(regclass, name, name, boolean) TO v13_attacher;
+	GRANT EXECUTE ON FUNCTION imagekit.attach(regclass, name, name, boolean) TO v13_attacher, "V13 Attacher";
 	CREATE TABLE pics (id int PRIMARY KEY, url text, width integer);
 	SELECT imagekit.attach('pics');
 });
@@ -128,8 +129,17 @@ is($node->safe_psql('v13', "SELECT deduplicated FROM imagekit_upload($png, 'one.
 $ik->reset;
 $node->safe_psql('v13', "INSERT INTO pics SELECT g, '$base/source/img-' || (400 + g) || '-2000.png' FROM generate_series(0, 3) g");
 $node->safe_psql('v13', 'ALTER EXTENSION imagekit_ext UPDATE');
-is($node->safe_psql('v13', "SELECT has_function_privilege('v13_attacher', 'imagekit.attach(regclass, name, name, boolean, jsonb, jsonb, boolean, text)', 'EXECUTE')"),
-	't', 'a role granted attach() under 1.3 may still call it');
+is($node->safe_psql('v13', q{SELECT has_function_privilege('v13_attacher', 'imagekit.attach(regclass, name, name, boolean, jsonb, jsonb, boolean, text)', 'EXECUTE')
+	AND has_function_privilege('"V13 Attacher"', 'imagekit.attach(regclass, name, name, boolean, jsonb, jsonb, boolean, text)', 'EXECUTE')
+	AND has_function_privilege('v13_attacher', 'imagekit.configure(regclass, jsonb, jsonb, boolean, text)', 'EXECUTE')}),
+	't', 'roles granted attach() under 1.3 may still call it, and configure() too');
+my $v13_dump = $node->basedir . '/v13.sql';
+$node->command_ok([ 'pg_dump', '-s', '-f', $v13_dump, '-d', $node->connstr('v13') ], 'pg_dump of the updated database');
+like(PostgreSQL::Test::Utils::slurp_file($v13_dump),
+	qr/GRANT ALL ON FUNCTION imagekit\.attach\(tbl regclass, source_column name, target_column name, backfill boolean, options jsonb, columns jsonb, notify boolean, notify_channel text\) TO "V13 Attacher";/,
+	'and pg_dump keeps those grants (they are the DBA\'s, not the extension\'s)');
+is($node->safe_psql('v13', "SELECT has_function_privilege('public', 'imagekit.attach(regclass, name, name, boolean, jsonb, jsonb, boolean, text)', 'EXECUTE')"),
+	'f', 'attach() is still closed to PUBLIC');
 is($node->safe_psql('v13', "SELECT options::text || coalesce(notify_channel, '-') || coalesce(columns::text, '-') FROM imagekit.attached"),
 	'{}--', 'the attached table has no options, notification or result column');
 ok($node->poll_query_until('v13', "SELECT count(*) = 4 FROM pics WHERE imagekit_url ~ '/coffee-images/[0-9a-f]{64}\.png\$'"),

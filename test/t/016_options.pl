@@ -216,13 +216,68 @@ ok($node->poll_query_until('postgres',
 sq("INSERT INTO plain VALUES (2, '$base/source/img-9-3000.png')");
 ok($node->poll_query_until('postgres', "SELECT imagekit_url IS NOT NULL FROM plain WHERE id = 2"),
 	'the other table drains meanwhile');
-is(sq("SELECT attempts FROM imagekit.jobs WHERE tbl = 'beans'::regclass AND row_key = '12'"), '0',
-	'no attempt counted for the wait');
 $locker->query('COMMIT');
 ok($node->poll_query_until('postgres', "SELECT width = 64 FROM beans WHERE id = 12"), 'done once the lock goes');
+is(sq("SELECT state || ' ' || attempts FROM imagekit.jobs WHERE tbl = 'beans'::regclass AND row_key = '12'"), 'done 0',
+	'no attempt counted for the waits');
 ok((grep { $_->{fields}{tags} eq 'coffee,beans,locked' } @{ $ik->stats->{files} }) == 0
 	  && (grep { ($_->{fields}{tags} // '') eq 'locked' } @{ $ik->stats->{files} }) == 1,
 	'with its row\'s tags');
+
+# a row whose metadata cannot be read (valid json, but not jsonb): that job
+# falls back, the worker goes on
+sq("SELECT imagekit.configure('beans', options => '{\"custom_metadata_column\": \"extra\"}')");
+sq("INSERT INTO beans (id, url, extra) VALUES (13, '$base/source/img-10-3000.png', '{\"x\": \"\\u0000\"}'),
+	(14, '$base/source/img-11-3000.png', '{\"x\": 1}')");
+ok(drained(), 'drained with an unreadable row');
+like(sq("SELECT state || ': ' || last_error FROM imagekit.jobs WHERE tbl = 'beans'::regclass AND row_key = '13'"),
+	qr/^fallback: not uploaded: could not read the row's tags or metadata: unsupported Unicode escape sequence/,
+	'that row falls back, saying why');
+is(sq("SELECT width FROM beans WHERE id = 14"), '64', 'the next one is uploaded');
+
+# a result the table's owner refuses to store (a trigger raises): the
+# listener hears of the fallback, with no URL
+sq(q{CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+	BEGIN IF NEW.id = 15 THEN RAISE EXCEPTION 'not this one'; END IF; RETURN NEW; END $$;
+	CREATE TRIGGER refuse BEFORE UPDATE ON beans FOR EACH ROW EXECUTE FUNCTION refuse()});
+$listener->query('SELECT 1');
+sq("INSERT INTO beans (id, url) VALUES (15, '$base/source/img-12-3000.png')");
+ok(drained(), 'drained with a refused store');
+my $heard15 = '';
+for (1 .. 100)
+{
+	$heard15 .= $listener->query('SELECT 1');
+	last if $heard15 =~ /"key": "15"/;
+	usleep(50_000);
+}
+like($heard15, qr/\{"key": "15", "url": null, "state": "fallback", "table": "public.beans"\}/,
+	'a store that failed is heard as a fallback without a URL');
+sq('DROP TRIGGER refuse ON beans');
+
+# a hostile owner: the row is read as the owner, so code of theirs that
+# runs when it is read (an index expression, computed when the worker plans
+# the read) never runs as the superuser the worker is
+sq(q{
+	CREATE ROLE mallory;
+	CREATE SCHEMA mallory AUTHORIZATION mallory;
+	SET ROLE mallory;
+	CREATE FUNCTION mallory.probe() RETURNS integer LANGUAGE plpgsql IMMUTABLE AS $$
+	BEGIN
+		IF (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
+			RAISE EXCEPTION 'mallory''s code ran as a superuser';
+		END IF;
+		RETURN 0;
+	END $$;
+	CREATE TABLE mallory.pics (id int PRIMARY KEY, url text, labels text[]);
+	CREATE INDEX ON mallory.pics ((id + mallory.probe()));
+	RESET ROLE;
+	SELECT imagekit.attach('mallory.pics', options => '{"tags_column": "labels"}');
+});
+sq("SET ROLE mallory; INSERT INTO mallory.pics VALUES (1, '$base/source/img-13-3000.png', '{mine}')");
+ok(drained(), 'the hostile owner\'s table drains');
+is(sq("SELECT state || coalesce(': ' || last_error, '') FROM imagekit.jobs WHERE tbl = 'mallory.pics'::regclass"),
+	'done', 'its row was read as its owner, not as a superuser');
+sq('DROP SCHEMA mallory CASCADE; DROP ROLE mallory');
 
 # notify off, then a channel of one's own
 sq("SELECT imagekit.configure('beans', notify => false)");
