@@ -314,8 +314,8 @@ ik_queue_claimed_options(IkQueueJob *job, HeapTuple tup, TupleDesc desc)
  * superuser; reading a row can run the owner's code: a cast, an index
  * expression), in a subtransaction, without waiting on a lock for more than
  * IK_STORE_LOCK_TIMEOUT, within IK_STORE_TIMEOUT_MS.  Returns false when the
- * table is locked; sets *error when the row cannot be read, *gone when it is
- * not there.
+ * table is locked (or the read deadlocked: to try again later); sets *error
+ * when the row cannot be read, *gone when it is not there.
  */
 static bool
 ik_queue_read_row_options(IkQueueJob *job, char **tags, char **meta,
@@ -393,8 +393,10 @@ ik_queue_read_row_options(IkQueueJob *job, char **tags, char **meta,
 		RollbackAndReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(mcxt);
 		CurrentResourceOwner = owner;
-		if (edata->sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE)
-			locked = true;
+		if (edata->sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE ||
+			edata->sqlerrcode == ERRCODE_T_R_DEADLOCK_DETECTED ||
+			edata->sqlerrcode == ERRCODE_T_R_SERIALIZATION_FAILURE)
+			locked = true;		/* try again later */
 		else
 			*error = psprintf("could not read the row's tags or metadata: %s",
 							  edata->message);
