@@ -130,7 +130,7 @@ $ik->reset;
 $node->safe_psql('v13', "INSERT INTO pics SELECT g, '$base/source/img-' || (400 + g) || '-2000.png' FROM generate_series(0, 3) g");
 $node->safe_psql('v13', 'ALTER EXTENSION imagekit_ext UPDATE');
 is($node->safe_psql('v13', q{SELECT has_function_privilege('v13_attacher', 'imagekit.attach(regclass, name, name, boolean, jsonb, jsonb, boolean, text)', 'EXECUTE')
-	AND has_function_privilege('"V13 Attacher"', 'imagekit.attach(regclass, name, name, boolean, jsonb, jsonb, boolean, text)', 'EXECUTE')
+	AND has_function_privilege('V13 Attacher', 'imagekit.attach(regclass, name, name, boolean, jsonb, jsonb, boolean, text)', 'EXECUTE')
 	AND has_function_privilege('v13_attacher', 'imagekit.configure(regclass, jsonb, jsonb, boolean, text)', 'EXECUTE')}),
 	't', 'roles granted attach() under 1.3 may still call it, and configure() too');
 my $v13_dump = $node->basedir . '/v13.sql';
