@@ -611,6 +611,21 @@ REVOKE ALL ON imagekit.attached FROM PUBLIC;
  * imagekit.job_options()), the result columns by number, the notification
  * channel, and the content hash of a result kept while its row was locked.
  */
+-- The numbers of the columns of table "tbl" that have the given roles (0
+-- for a role without a column), in the order of "roles".
+CREATE FUNCTION imagekit.column_numbers(tbl regclass, roles text[])
+RETURNS smallint[]
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT array_agg(coalesce(t.attnum, 0::smallint) ORDER BY r.o)
+      FROM unnest(roles) WITH ORDINALITY r(role, o)
+      LEFT JOIN imagekit.attached_columns x ON x.tbl = column_numbers.tbl AND x.role = r.role
+      LEFT JOIN pg_attribute t ON t.attrelid = column_numbers.tbl AND t.attname = x.column_name
+                              AND NOT t.attisdropped
+$$;
+REVOKE ALL ON FUNCTION imagekit.column_numbers(regclass, text[]) FROM PUBLIC;
+
 DROP FUNCTION imagekit.claim(integer, bigint, integer, interval);
 CREATE FUNCTION imagekit.claim(worker integer, token bigint, lim integer, lease interval)
 RETURNS TABLE (id bigint, generation integer, attempts integer, tbl regclass,
@@ -628,47 +643,39 @@ AS $$
 BEGIN
     RETURN QUERY
     WITH c AS (
-        SELECT q.id FROM imagekit.jobs q
+        SELECT q.id, q.tbl FROM imagekit.jobs q
          WHERE q.state = 'queued' AND q.next_attempt_at <= now()
            AND q.tbl = ANY (ARRAY(SELECT a.tbl FROM imagekit.attachments a
                                    WHERE imagekit.is_served(a.tbl)))
          ORDER BY q.next_attempt_at
          LIMIT lim
-         FOR UPDATE OF q SKIP LOCKED)
+         FOR UPDATE OF q SKIP LOCKED),
+    -- what the claimed jobs' tables are attached with, once per table
+    cfg AS MATERIALIZED (
+        SELECT a.tbl, n.nspname, r.relname, a.key_type, a.options, a.notify_channel,
+               (SELECT t.attnum FROM pg_attribute t WHERE t.attrelid = a.tbl AND t.attname = a.key_column) AS key_attnum,
+               (SELECT t.attnum FROM pg_attribute t WHERE t.attrelid = a.tbl AND t.attname = a.source_column) AS source_attnum,
+               (SELECT t.attnum FROM pg_attribute t WHERE t.attrelid = a.tbl AND t.attname = a.target_column) AS target_attnum,
+               -- (in the order of IkResultColumn, src/ik_queue.h)
+               imagekit.column_numbers(a.tbl, ARRAY['width', 'height', 'size', 'file_id', 'file_path',
+                                                    'name', 'content_hash']) AS result_columns,
+               imagekit.column_numbers(a.tbl, ARRAY['tags', 'custom_metadata']) AS option_columns
+          FROM imagekit.attachments a
+          JOIN pg_class r ON r.oid = a.tbl
+          JOIN pg_namespace n ON n.oid = r.relnamespace
+         WHERE a.tbl IN (SELECT c.tbl FROM c))
     UPDATE imagekit.jobs j
        SET state = 'in_flight', worker = claim.worker, lease_token = claim.token,
            attempts = j.attempts + 1, lease_expires_at = now() + lease,
            updated_at = now()
-      FROM c, imagekit.attachments a, pg_class r, pg_namespace n
-     WHERE j.id = c.id AND a.tbl = j.tbl AND r.oid = j.tbl AND n.oid = r.relnamespace
-    RETURNING j.id, j.generation, j.attempts - 1, j.tbl, n.nspname,
-              r.relname, a.key_type,
-              (SELECT t.attnum FROM pg_attribute t WHERE t.attrelid = j.tbl AND t.attname = a.key_column),
-              (SELECT t.attnum FROM pg_attribute t WHERE t.attrelid = j.tbl AND t.attname = a.source_column),
-              (SELECT t.attnum FROM pg_attribute t WHERE t.attrelid = j.tbl AND t.attname = a.target_column),
+      FROM c, cfg
+     WHERE j.id = c.id AND cfg.tbl = j.tbl
+    RETURNING j.id, j.generation, j.attempts - 1, j.tbl, cfg.nspname,
+              cfg.relname, cfg.key_type, cfg.key_attnum, cfg.source_attnum, cfg.target_attnum,
               j.row_key, j.source_url, j.pending_state,
               j.result_url, j.last_error, j.last_http_status,
-              a.options,
-              -- (in the order of IkResultColumn, src/ik_queue.h; 0: none)
-              ARRAY(SELECT coalesce((SELECT t.attnum
-                                       FROM imagekit.attached_columns x
-                                       JOIN pg_attribute t ON t.attrelid = j.tbl
-                                                          AND t.attname = x.column_name
-                                                          AND NOT t.attisdropped
-                                      WHERE x.tbl = j.tbl AND x.role = r.role), 0::smallint)
-                      FROM unnest(ARRAY['width', 'height', 'size', 'file_id', 'file_path',
-                                        'name', 'content_hash']) WITH ORDINALITY r(role, o)
-                     ORDER BY r.o),
-              a.notify_channel, j.content_hash,
-              -- (tags, custom_metadata; 0: none)
-              ARRAY(SELECT coalesce((SELECT t.attnum
-                                       FROM imagekit.attached_columns x
-                                       JOIN pg_attribute t ON t.attrelid = j.tbl
-                                                          AND t.attname = x.column_name
-                                                          AND NOT t.attisdropped
-                                      WHERE x.tbl = j.tbl AND x.role = r.role), 0::smallint)
-                      FROM unnest(ARRAY['tags', 'custom_metadata']) WITH ORDINALITY r(role, o)
-                     ORDER BY r.o);
+              cfg.options, cfg.result_columns, cfg.notify_channel, j.content_hash,
+              cfg.option_columns;
 END
 $$;
 REVOKE ALL ON FUNCTION imagekit.claim(integer, bigint, integer, interval) FROM PUBLIC;
