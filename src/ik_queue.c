@@ -83,6 +83,9 @@
 /* when a result kept because its row was locked is tried again */
 #define IK_PARK_DELAY_MS 1000
 
+/* the table this worker is storing a result in, for the UPDATE trigger */
+static Oid	ik_storing_relid = InvalidOid;
+
 static const char *ik_queue_table_name(IkQueueJob *job);
 static const char *ik_queue_column_name(IkQueueJob *job, AttrNumber attnum);
 static Oid	ik_queue_table_owner(IkQueueJob *job);
@@ -308,36 +311,115 @@ ik_queue_claimed_options(IkQueueJob *job, HeapTuple tup, TupleDesc desc)
 }
 
 /*
+ * A step on a job's table, run in an internal subtransaction, so that what
+ * the table's owner's code does, its errors included, stays in the step;
+ * within IK_STORE_TIMEOUT_MS (a timer, which the owner's code cannot change
+ * as it could a setting).
+ */
+typedef struct IkStep
+{
+	MemoryContext mcxt;			/* the caller's */
+	ResourceOwner owner;
+	Oid			save_userid;
+	int			save_sec;
+	int			nestlevel;		/* of the settings made as the owner */
+} IkStep;
+
+static void
+ik_step_begin(IkStep *step)
+{
+	step->mcxt = CurrentMemoryContext;
+	step->owner = CurrentResourceOwner;
+	GetUserIdAndSecContext(&step->save_userid, &step->save_sec);
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(step->mcxt);
+	enable_timeout_after(STATEMENT_TIMEOUT, IK_STORE_TIMEOUT_MS);
+}
+
+/*
+ * Act as the job's table's owner (now, not at the claim: ownership may have
+ * changed), in a security-restricted operation; nothing the owner's code
+ * sets outlives ik_step_as_worker().
+ */
+static void
+ik_step_as_owner(IkStep *step, IkQueueJob *job)
+{
+	Oid			table_owner = ik_queue_table_owner(job);
+
+	step->nestlevel = NewGUCNestLevel();
+	SetUserIdAndSecContext(table_owner, step->save_sec | SECURITY_RESTRICTED_OPERATION);
+}
+
+static void
+ik_step_as_worker(IkStep *step)
+{
+	SetUserIdAndSecContext(step->save_userid, step->save_sec);
+	AtEOXact_GUC(false, step->nestlevel);
+}
+
+/* The step went through: keep what it did ("commit") or not. */
+static void
+ik_step_end(IkStep *step, bool commit)
+{
+	disable_timeout(STATEMENT_TIMEOUT, false);
+	if (commit)
+		ReleaseCurrentSubTransaction();
+	else
+		RollbackAndReleaseCurrentSubTransaction();
+	MemoryContextSwitchTo(step->mcxt);
+	CurrentResourceOwner = step->owner;
+}
+
+/* In PG_CATCH: undo the step (its settings too) and return its error. */
+static ErrorData *
+ik_step_failed(IkStep *step)
+{
+	ErrorData  *edata;
+
+	disable_timeout(STATEMENT_TIMEOUT, false);
+	ik_storing_relid = InvalidOid;
+	SetUserIdAndSecContext(step->save_userid, step->save_sec);
+	MemoryContextSwitchTo(step->mcxt);
+	edata = CopyErrorData();
+	FlushErrorState();
+	RollbackAndReleaseCurrentSubTransaction();
+	MemoryContextSwitchTo(step->mcxt);
+	CurrentResourceOwner = step->owner;
+	return edata;
+}
+
+/* An error after which the step is tried again later: a lock not free. */
+static bool
+ik_step_blocked(ErrorData *edata)
+{
+	return edata->sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE ||
+		edata->sqlerrcode == ERRCODE_T_R_DEADLOCK_DETECTED ||
+		edata->sqlerrcode == ERRCODE_T_R_SERIALIZATION_FAILURE;
+}
+
+/*
  * Read the tags and the custom metadata of a job's row (columns
  * option_attnums), as text, into the caller's memory context: as the
- * table's owner in a security-restricted operation (the worker is a
- * superuser; reading a row can run the owner's code: a cast, an index
- * expression), in a subtransaction, without waiting on a lock for more than
- * IK_STORE_LOCK_TIMEOUT, within IK_STORE_TIMEOUT_MS.  Returns false when the
- * table is locked (or the read deadlocked: to try again later); sets *error
- * when the row cannot be read, *gone when it is not there.
+ * table's owner (the worker is a superuser; reading a row can run the
+ * owner's code: a cast, an index expression), in a step (IkStep), without
+ * waiting on a lock for more than IK_STORE_LOCK_TIMEOUT.  Returns false when
+ * the table is locked (or the read deadlocked: to try again later); sets
+ * *error when the row cannot be read, *gone when it is not there.
  */
 static bool
 ik_queue_read_row_options(IkQueueJob *job, char **tags, char **meta,
 						  bool *gone, char **error)
 {
-	MemoryContext mcxt = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
-	Oid			save_userid;
-	int			save_sec;
+	IkStep		step;
 	volatile bool locked = false;
 
 	*tags = *meta = *error = NULL;
 	*gone = false;
-	GetUserIdAndSecContext(&save_userid, &save_sec);
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(mcxt);
+	ik_step_begin(&step);
 	PG_TRY();
 	{
 		Oid			argtypes[1] = {TEXTOID};
 		Datum		args[1];
-		Oid			table_owner = ik_queue_table_owner(job);
-		int			nestlevel;
 		char	   *sql;
 
 		sql = psprintf("SELECT %s, %s FROM %s WHERE %s = $1::%s",
@@ -353,12 +435,10 @@ ik_queue_read_row_options(IkQueueJob *job, char **tags, char **meta,
 					   ik_queue_column_name(job, job->key_attnum), job->key_type);
 		args[0] = CStringGetTextDatum(job->row_key);
 
-		nestlevel = NewGUCNestLevel();
+		ik_step_as_owner(&step, job);
 		(void) set_config_option("lock_timeout", IK_STORE_LOCK_TIMEOUT,
 								 PGC_SUSET, PGC_S_SESSION, GUC_ACTION_SAVE,
 								 true, 0, false);
-		SetUserIdAndSecContext(table_owner, save_sec | SECURITY_RESTRICTED_OPERATION);
-		enable_timeout_after(STATEMENT_TIMEOUT, IK_STORE_TIMEOUT_MS);
 		SPI_connect();
 		if (SPI_execute_with_args(sql, 1, argtypes, args, NULL, true, 1) != SPI_OK_SELECT)
 			elog(ERROR, "could not read a row of %s.%s", job->nspname, job->relname);
@@ -369,33 +449,18 @@ ik_queue_read_row_options(IkQueueJob *job, char **tags, char **meta,
 			char	   *t = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
 			char	   *m = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
 
-			*tags = t ? MemoryContextStrdup(mcxt, t) : NULL;
-			*meta = m ? MemoryContextStrdup(mcxt, m) : NULL;
+			*tags = t ? MemoryContextStrdup(step.mcxt, t) : NULL;
+			*meta = m ? MemoryContextStrdup(step.mcxt, m) : NULL;
 		}
 		SPI_finish();
-		disable_timeout(STATEMENT_TIMEOUT, false);
-		SetUserIdAndSecContext(save_userid, save_sec);
-		AtEOXact_GUC(false, nestlevel);
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(mcxt);
-		CurrentResourceOwner = owner;
+		ik_step_as_worker(&step);
+		ik_step_end(&step, true);
 	}
 	PG_CATCH();
 	{
-		ErrorData  *edata;
+		ErrorData  *edata = ik_step_failed(&step);
 
-		disable_timeout(STATEMENT_TIMEOUT, false);
-		SetUserIdAndSecContext(save_userid, save_sec);
-		MemoryContextSwitchTo(mcxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		/* also undoes the settings of this step */
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(mcxt);
-		CurrentResourceOwner = owner;
-		if (edata->sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE ||
-			edata->sqlerrcode == ERRCODE_T_R_DEADLOCK_DETECTED ||
-			edata->sqlerrcode == ERRCODE_T_R_SERIALIZATION_FAILURE)
+		if (ik_step_blocked(edata))
 			locked = true;		/* try again later */
 		else
 			*error = psprintf("could not read the row's tags or metadata: %s",
@@ -544,8 +609,6 @@ ik_queue_claim(int slot, int64 token, int limit, int lease_ms,
 
 			if (!isnull)
 				ik_queue_attnums(d, job->option_attnums, 2);
-			job->row_options = job->option_attnums[0] != 0 ||
-				job->option_attnums[1] != 0;
 		}
 		MemoryContextSwitchTo(caller);
 		jobs = lappend(jobs, job);
@@ -557,7 +620,8 @@ ik_queue_claim(int slot, int64 token, int limit, int lease_ms,
 	{
 		IkQueueJob *job = (IkQueueJob *) lfirst(lc);
 
-		if (job->row_options)
+		/* its row adds tags or metadata of its own */
+		if (job->option_attnums[0] != 0 || job->option_attnums[1] != 0)
 			ik_queue_row_options(job);
 	}
 	return jobs;
@@ -621,9 +685,6 @@ ik_queue_requeue_if_held(IkQueueJob *job, int64 token)
 
 	ik_queue_call("SELECT imagekit.requeue_if_held($1, $2)", 2, argtypes, args, NULL);
 }
-
-/* the table this worker is storing a result in, for the UPDATE trigger */
-static Oid	ik_storing_relid = InvalidOid;
 
 /*
  * Is this backend a worker storing a result in table "relid"?  (Or does a
@@ -864,16 +925,10 @@ ik_queue_store(IkQueueJob *job, int64 token, const char *state,
 			   int attempts_delta, const char *url, char **source,
 			   char **error)
 {
-	MemoryContext mcxt = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
-	Oid			save_userid;
-	int			save_sec;
+	IkStep		step;
 	volatile IkStoreResult result = IK_STORE_OK;
 
-	GetUserIdAndSecContext(&save_userid, &save_sec);
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(mcxt);
-	enable_timeout_after(STATEMENT_TIMEOUT, IK_STORE_TIMEOUT_MS);
+	ik_step_begin(&step);
 	PG_TRY();
 	{
 		Oid			argtypes[3 + IK_NUM_RESULT_COLUMNS] = {TEXTOID, TEXTOID, TEXTOID};
@@ -881,8 +936,6 @@ ik_queue_store(IkQueueJob *job, int64 token, const char *state,
 		char		nulls[3 + IK_NUM_RESULT_COLUMNS];
 		StringInfoData sql;
 		int			nargs = 3;
-		Oid			table_owner = ik_queue_table_owner(job);
-		int			nestlevel;
 		int			stored;
 
 		initStringInfo(&sql);
@@ -911,9 +964,7 @@ ik_queue_store(IkQueueJob *job, int64 token, const char *state,
 						 ik_queue_column_name(job, job->key_attnum), job->key_type,
 						 ik_queue_column_name(job, job->source_attnum));
 
-		/* nothing the owner's code sets outlives this step */
-		nestlevel = NewGUCNestLevel();
-		SetUserIdAndSecContext(table_owner, save_sec | SECURITY_RESTRICTED_OPERATION);
+		ik_step_as_owner(&step, job);
 		ik_storing_relid = job->relid;
 		SPI_connect();
 		/* deferred constraint triggers fire now, as the owner */
@@ -924,8 +975,7 @@ ik_queue_store(IkQueueJob *job, int64 token, const char *state,
 		stored = (int) SPI_processed;
 		SPI_finish();
 		ik_storing_relid = InvalidOid;
-		SetUserIdAndSecContext(save_userid, save_sec);
-		AtEOXact_GUC(false, nestlevel);
+		ik_step_as_worker(&step);
 
 		/* listeners hear of it when this commits (as the worker) */
 		if (stored > 0 && job->notify_channel != NULL)
@@ -936,46 +986,25 @@ ik_queue_store(IkQueueJob *job, int64 token, const char *state,
 		if (result == IK_STORE_OK &&
 			!ik_queue_record(job, token, state, attempts_delta, 0, url, NULL))
 			result = IK_STORE_STALE;	/* re-pointed or re-claimed meanwhile */
-
-		disable_timeout(STATEMENT_TIMEOUT, false);
-		if (result == IK_STORE_OK)
-			ReleaseCurrentSubTransaction();
-		else
-			RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(mcxt);
-		CurrentResourceOwner = owner;
+		ik_step_end(&step, result == IK_STORE_OK);
 	}
 	PG_CATCH();
 	{
-		ErrorData  *edata;
+		ErrorData  *edata = ik_step_failed(&step);
 
-		disable_timeout(STATEMENT_TIMEOUT, false);
-		ik_storing_relid = InvalidOid;
-		SetUserIdAndSecContext(save_userid, save_sec);
-		MemoryContextSwitchTo(mcxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		/* also undoes the settings of this step */
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(mcxt);
-		CurrentResourceOwner = owner;
-		switch (edata->sqlerrcode)
+		if (ik_step_blocked(edata))
+			result = IK_STORE_BLOCKED;	/* try again later */
+		else if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
 		{
-			case ERRCODE_LOCK_NOT_AVAILABLE:
-			case ERRCODE_T_R_DEADLOCK_DETECTED:
-			case ERRCODE_T_R_SERIALIZATION_FAILURE:
-				result = IK_STORE_BLOCKED;	/* try again later */
-				break;
-			case ERRCODE_QUERY_CANCELED:
-				result = IK_STORE_FAILED;
-				*error = psprintf("could not store the URL in %s.%s: the update took longer than %d ms (the table's triggers?)",
-								  job->nspname, job->relname, IK_STORE_TIMEOUT_MS);
-				break;
-			default:
-				result = IK_STORE_FAILED;
-				*error = psprintf("could not store the URL in %s.%s: %s",
-								  job->nspname, job->relname, edata->message);
-				break;
+			result = IK_STORE_FAILED;
+			*error = psprintf("could not store the URL in %s.%s: the update took longer than %d ms (the table's triggers?)",
+							  job->nspname, job->relname, IK_STORE_TIMEOUT_MS);
+		}
+		else
+		{
+			result = IK_STORE_FAILED;
+			*error = psprintf("could not store the URL in %s.%s: %s",
+							  job->nspname, job->relname, edata->message);
 		}
 		FreeErrorData(edata);
 	}

@@ -71,7 +71,6 @@ typedef struct IkQueueJob
 	AttrNumber	result_attnums[IK_NUM_RESULT_COLUMNS];	/* 0: not mapped */
 	char	   *notify_channel; /* or NULL */
 	AttrNumber	option_attnums[2];	/* the row's tags, metadata; 0: none */
-	bool		row_options;	/* its row adds options (imagekit.job_options) */
 	bool		options_locked; /* its row's options not read: table locked */
 	bool		pending;		/* claimed with a result to store */
 	bool		no_attempt;		/* this claim is not an attempt */
