@@ -884,24 +884,26 @@ ik_queue_notify(IkQueueJob *job, const char *state, const char *url)
 	static TimestampTz warned_at = 0;
 	Oid			argtypes[5] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
 	Datum		args[5];
-	bool		isnull;
+	bool		sent;
 
 	args[0] = CStringGetTextDatum(job->notify_channel);
 	args[1] = CStringGetTextDatum(psprintf("%s.%s", job->nspname, job->relname));
 	args[2] = CStringGetTextDatum(job->row_key);
 	args[3] = CStringGetTextDatum(state);
 	args[4] = url ? CStringGetTextDatum(url) : (Datum) 0;
-	if (DatumGetFloat8(ik_queue_call_value("SELECT pg_catalog.pg_notification_queue_usage()",
-										   0, NULL, NULL, NULL, &isnull)) < 0.5)
-	{
-		ik_queue_call("SELECT pg_catalog.pg_notify($1, CASE WHEN octet_length(p) < 7900 THEN p"
-					  " ELSE pg_catalog.jsonb_build_object('table', $2, 'key', pg_catalog.left($3, 1000),"
-					  "   'state', $4, 'url', NULL, 'truncated', true)::text END)"
-					  " FROM (SELECT pg_catalog.jsonb_build_object('table', $2, 'key', $3,"
-					  "   'state', $4, 'url', $5)::text AS p) s",
-					  5, argtypes, args, url ? NULL : "    n");
+	SPI_connect();
+	if (ik_spi_execute("SELECT pg_catalog.pg_notify($1, CASE WHEN pg_catalog.octet_length(p) < 7900 THEN p"
+					   " ELSE pg_catalog.jsonb_build_object('table', $2, 'key', pg_catalog.left($3, 1000),"
+					   "   'state', $4, 'url', NULL, 'truncated', true)::text END)"
+					   " FROM (SELECT pg_catalog.jsonb_build_object('table', $2, 'key', $3,"
+					   "   'state', $4, 'url', $5)::text AS p) s"
+					   " WHERE pg_catalog.pg_notification_queue_usage() < 0.5",
+					   5, argtypes, args, url ? NULL : "    n", false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not notify channel \"%s\"", job->notify_channel);
+	sent = SPI_processed > 0;
+	SPI_finish();
+	if (sent)
 		return;
-	}
 	if (TimestampDifferenceExceeds(warned_at, GetCurrentTimestamp(), 60 * 1000))
 	{
 		ereport(WARNING,
