@@ -125,6 +125,17 @@ ik_job_finish_waiters(IkJob *leader)
 	}
 }
 
+/* Its options as they travel, once; why they cannot be sent, or NULL. */
+static char *
+ik_job_table_options(IkJob *job)
+{
+	MemoryContext old = MemoryContextSwitchTo(job->q.mcxt);
+	char	   *error = ik_protocol_table_options(job->q.options, &job->table_options);
+
+	MemoryContextSwitchTo(old);
+	return error;
+}
+
 /* CLAIMED: fall back, store a result, or download. */
 static void
 ik_job_claimed(IkJob *job)
@@ -153,7 +164,8 @@ ik_job_claimed(IkJob *job)
 						 job->q.nspname, job->q.relname);
 		ik_job_finish(job, IK_JOB_HOLD, error, 0, IK_HOLD_MS);
 	}
-	else if ((error = ik_protocol_options_error(job->q.options)) != NULL)
+	else if (job->q.options != NULL &&
+			 (error = ik_job_table_options(job)) != NULL)
 	{
 		/* its row asks for options ImageKit would refuse: no upload */
 		ik_job_finish(job, IK_JOB_FALLBACK, error, 0, -1);
@@ -264,8 +276,7 @@ ik_job_start_upload(IkJob *job)
 	char	   *name;
 
 	ik_protocol_options(&opts);
-	if (job->q.options != NULL)
-		ik_protocol_table_options(&opts, job->q.options);
+	opts.table = &job->table_options;
 
 	/*
 	 * Named after the content (and the options: the same bytes with other

@@ -12,6 +12,7 @@
 #include "utils/timestamp.h"
 
 #include "ik_http.h"
+#include "ik_protocol.h"
 #include "ik_queue.h"
 
 typedef enum IkPhase
@@ -45,6 +46,7 @@ typedef struct IkJob
 	IkHttpRequest *download;	/* holds the bytes until the upload ends */
 	IkHttpRequest *upload;
 	const char *ext;
+	IkTableOptions table_options;	/* its table's (and row's) options */
 	struct IkJob *leader;		/* in IK_PHASE_WAITING */
 	uint32		key_generation; /* of the key its upload was sent with */
 	bool		holds_lock;		/* the upload lock of its content hash */

@@ -166,27 +166,31 @@ ik_options_json(json_object *member)
 }
 
 /*
- * Apply a table's upload options ("json": imagekit.check_options() made
- * them, in UTF-8) to "opts", each as the official SDKs send it: "folder"
- * replaces imagekit.folder, "transformation" (pre and post) replaces
- * imagekit.transformation, "tags" go comma-joined, "custom_metadata" and
- * "extensions" as JSON text, "is_private_file" as true or false.  The
- * strings are allocated in the current memory context.
+ * A table's upload options ("json": imagekit.job_options() made them, in
+ * UTF-8) as the official SDKs send them, into "table", allocated in the
+ * current memory context: "tags" comma-joined, "transformation" (pre and
+ * post), "custom_metadata" and "extensions" as JSON text, "is_private_file"
+ * as true or false.  Returns why they cannot be sent ({"error": "..."}, or
+ * not a JSON object), or NULL.
  */
-void
-ik_protocol_table_options(IkUploadOptions *opts, const char *json)
+char *
+ik_protocol_table_options(const char *json, IkTableOptions *table)
 {
 	json_object *obj = ik_options_parse(json);
 	json_object *member;
+	char	   *volatile error = NULL;
 
+	memset(table, 0, sizeof(*table));
 	if (obj == NULL)
-		elog(ERROR, "imagekit: upload options are not a JSON object");
+		return pstrdup("the upload options are not a JSON object");
 	PG_TRY();
 	{
+		if (json_object_object_get_ex(obj, "error", &member))
+			error = psprintf("not uploaded: %s", json_object_get_string(member));
 		if (json_object_object_get_ex(obj, "folder", &member))
-			opts->folder = pstrdup(json_object_get_string(member));
+			table->folder = pstrdup(json_object_get_string(member));
 		if (json_object_object_get_ex(obj, "transformation", &member))
-			opts->transformation_json = ik_options_json(member);
+			table->transformation = ik_options_json(member);
 		if (json_object_object_get_ex(obj, "tags", &member) &&
 			json_object_is_type(member, json_type_array))
 		{
@@ -198,38 +202,20 @@ ik_protocol_table_options(IkUploadOptions *opts, const char *json)
 				appendStringInfo(&tags, "%s%s", i > 0 ? "," : "",
 								 json_object_get_string(json_object_array_get_idx(member, i)));
 			if (n > 0)
-				opts->tags = tags.data;
+				table->tags = tags.data;
 		}
 		if (json_object_object_get_ex(obj, "custom_metadata", &member))
-			opts->custom_metadata = ik_options_json(member);
+			table->custom_metadata = ik_options_json(member);
 		if (json_object_object_get_ex(obj, "is_private_file", &member))
-			opts->is_private_file = json_object_get_boolean(member) ? "true" : "false";
+			table->is_private_file = json_object_get_boolean(member) ? "true" : "false";
 		if (json_object_object_get_ex(obj, "extensions", &member))
-			opts->extensions = ik_options_json(member);
+			table->extensions = ik_options_json(member);
 	}
 	PG_FINALLY();
 	{
 		json_object_put(obj);
 	}
 	PG_END_TRY();
-}
-
-/*
- * The reason a job's options cannot be sent ({"error": "..."} from
- * imagekit.job_options()), or NULL when they can (or there are none).
- */
-char *
-ik_protocol_options_error(const char *json)
-{
-	json_object *obj = ik_options_parse(json);
-	json_object *member;
-	char	   *error = NULL;
-
-	if (obj == NULL)
-		return json != NULL ? pstrdup("the upload options are not a JSON object") : NULL;
-	if (json_object_object_get_ex(obj, "error", &member))
-		error = psprintf("not uploaded: %s", json_object_get_string(member));
-	json_object_put(obj);
 	return error;
 }
 
@@ -241,6 +227,7 @@ IkHttpRequest *
 ik_upload_request(const IkUploadOptions *opts, const char *data, size_t len,
 				  const char *file_name)
 {
+	const IkTableOptions *table = opts->table;
 	IkHttpRequest *req;
 	curl_mime  *mime;
 	curl_mimepart *part;
@@ -271,22 +258,23 @@ ik_upload_request(const IkUploadOptions *opts, const char *data, size_t len,
 				 errmsg("out of memory")));
 
 	ik_add_field(mime, "fileName", file_name);
-	ik_add_field(mime, "folder", opts->folder);
+	ik_add_field(mime, "folder",
+				 table && table->folder ? table->folder : opts->folder);
 	ik_add_field(mime, "useUniqueFileName",
 				 opts->use_unique_file_name ? "true" : "false");
-	if (opts->transformation_json != NULL)
-		ik_add_field(mime, "transformation", opts->transformation_json);
+	if (table && table->transformation)
+		ik_add_field(mime, "transformation", table->transformation);
 	else if (opts->transformation != NULL && opts->transformation[0] != '\0')
 		ik_add_field(mime, "transformation",
 					 ik_transformation_json(opts->transformation));
-	if (opts->tags != NULL)
-		ik_add_field(mime, "tags", opts->tags);
-	if (opts->custom_metadata != NULL)
-		ik_add_field(mime, "customMetadata", opts->custom_metadata);
-	if (opts->is_private_file != NULL)
-		ik_add_field(mime, "isPrivateFile", opts->is_private_file);
-	if (opts->extensions != NULL)
-		ik_add_field(mime, "extensions", opts->extensions);
+	if (table && table->tags)
+		ik_add_field(mime, "tags", table->tags);
+	if (table && table->custom_metadata)
+		ik_add_field(mime, "customMetadata", table->custom_metadata);
+	if (table && table->is_private_file)
+		ik_add_field(mime, "isPrivateFile", table->is_private_file);
+	if (table && table->extensions)
+		ik_add_field(mime, "extensions", table->extensions);
 	return req;
 }
 

@@ -24,6 +24,20 @@
 /* the upload answer is small JSON; anything larger is not ImageKit's */
 #define IK_MAX_RESPONSE_SIZE	(1024 * 1024)
 
+/*
+ * A table's upload options as they travel (ik_protocol_table_options); each
+ * NULL when the table has none.
+ */
+typedef struct IkTableOptions
+{
+	const char *folder;			/* overrides imagekit.folder */
+	const char *transformation; /* JSON; overrides imagekit.transformation */
+	const char *tags;			/* comma-joined */
+	const char *custom_metadata;	/* JSON object */
+	const char *extensions;		/* JSON array */
+	const char *is_private_file;	/* "true" or "false" */
+} IkTableOptions;
+
 typedef struct IkUploadOptions
 {
 	const char *endpoint;
@@ -31,12 +45,7 @@ typedef struct IkUploadOptions
 	const char *folder;
 	bool		use_unique_file_name;
 	const char *transformation; /* "pre" value, or empty for none */
-	/* a table's options (ik_protocol_table_options); NULL: not sent */
-	const char *transformation_json;	/* overrides "transformation" */
-	const char *tags;			/* comma-joined */
-	const char *custom_metadata;	/* JSON object */
-	const char *extensions;		/* JSON array */
-	const char *is_private_file;	/* "true" or "false" */
+	const IkTableOptions *table;	/* or NULL */
 	int			timeout_ms;
 	int			connect_timeout_ms;
 	int			max_retries;
@@ -78,8 +87,7 @@ extern void ik_upload_sync(const IkUploadOptions *opts, const char *data,
 						   IkUploadResult *result);
 extern const char *ik_protocol_config_problem(void);
 extern void ik_protocol_options(IkUploadOptions *opts);
-extern void ik_protocol_table_options(IkUploadOptions *opts, const char *json);
-extern char *ik_protocol_options_error(const char *json);
+extern char *ik_protocol_table_options(const char *json, IkTableOptions *table);
 extern void ik_sleep_ms(long ms, uint32 wait_event);
 
 /* the workers' retry policy */
