@@ -82,6 +82,19 @@ AS $$
     END
 $$;
 
+-- ImageKit's rules for tags (an array of text), in one place: the first
+-- tag that is empty or holds "%" (ImageKit refuses it) or "," (the tags
+-- travel comma-joined), and how many characters they have in all (ImageKit
+-- takes at most 500).
+CREATE FUNCTION imagekit.tag_problems(tags jsonb, OUT bad_tag text, OUT total integer)
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT (SELECT t.t FROM jsonb_array_elements_text(tags) WITH ORDINALITY t(t, o)
+             WHERE btrim(t.t) = '' OR t.t ~ '[%,]' ORDER BY t.o LIMIT 1),
+           (SELECT coalesce(sum(length(t.t)), 0)::integer FROM jsonb_array_elements_text(tags) t(t))
+$$;
+
 /*
  * Check upload options and return them as stored: an object with any of
  * folder (text), transformation ({"pre": text, "post": [...]}, as
@@ -89,7 +102,7 @@ $$;
  * (object), is_private_file (boolean) and extensions (array of objects with
  * a "name"), under ImageKit's limits.  "what" names them in messages.
  */
-CREATE FUNCTION imagekit.check_options(opts jsonb, what text DEFAULT 'upload options')
+CREATE FUNCTION imagekit.check_options(opts jsonb)
 RETURNS jsonb
 LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
@@ -97,7 +110,7 @@ AS $$
 DECLARE
     k text;
     item jsonb;
-    total integer := 0;
+    tags record;
     allowed CONSTANT text[] := ARRAY['folder', 'transformation', 'tags', 'custom_metadata',
                                      'is_private_file', 'extensions'];
 BEGIN
@@ -105,18 +118,18 @@ BEGIN
         RETURN '{}';
     END IF;
     IF jsonb_typeof(opts) <> 'object' THEN
-        RAISE EXCEPTION 'invalid %: not a JSON object', what
+        RAISE EXCEPTION 'invalid upload options: not a JSON object'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     FOR k IN SELECT jsonb_object_keys(opts) LOOP
         IF NOT k = ANY (allowed) THEN
-            RAISE EXCEPTION 'invalid %: unknown option "%"', what, k
+            RAISE EXCEPTION 'invalid upload options: unknown option "%"', k
                 USING ERRCODE = 'invalid_parameter_value',
                       HINT = 'The options are ' || array_to_string(allowed, ', ')
                              || ', tags_column and custom_metadata_column.';
         END IF;
         IF opts -> k = 'null' THEN
-            RAISE EXCEPTION 'invalid %: option "%" is null', what, k
+            RAISE EXCEPTION 'invalid upload options: option "%" is null', k
                 USING ERRCODE = 'invalid_parameter_value',
                       HINT = 'Leave the option out instead.';
         END IF;
@@ -127,7 +140,7 @@ BEGIN
                             OR opts ->> 'folder' !~ '^[A-Za-z0-9/_.-]{0,255}$'
                             OR opts ->> 'folder' ~ '//'
                             OR string_to_array(opts ->> 'folder', '/') && ARRAY['.', '..']) THEN
-        RAISE EXCEPTION 'invalid %: "folder" must be a path of letters, digits, "/", "_", "-" and "."', what
+        RAISE EXCEPTION 'invalid upload options: "folder" must be a path of letters, digits, "/", "_", "-" and "."'
             USING ERRCODE = 'invalid_parameter_value',
                   DETAIL = 'At most 255 characters, and no empty, "." or ".." segment.';
     END IF;
@@ -137,7 +150,7 @@ BEGIN
         IF jsonb_typeof(item) <> 'object' OR EXISTS (SELECT FROM jsonb_object_keys(item) x WHERE x NOT IN ('pre', 'post'))
            OR (item ? 'pre' AND jsonb_typeof(item -> 'pre') <> 'string')
            OR (item ? 'post' AND jsonb_typeof(item -> 'post') <> 'array') THEN
-            RAISE EXCEPTION 'invalid %: "transformation" must be an object with "pre" (text) and/or "post" (an array)', what
+            RAISE EXCEPTION 'invalid upload options: "transformation" must be an object with "pre" (text) and/or "post" (an array)'
                 USING ERRCODE = 'invalid_parameter_value',
                       HINT = 'For example {"pre": "w-800,h-800", "post": [{"type": "thumbnail", "value": "w-150,h-150"}]}.';
         END IF;
@@ -151,7 +164,7 @@ BEGIN
                    WHEN 'abs' THEN item ? 'value' AND item ->> 'protocol' IN ('hls', 'dash')
                                    AND item - 'type' - 'value' - 'protocol' = '{}'
                    ELSE false END) THEN
-                RAISE EXCEPTION 'invalid %: post-transformation % is not one ImageKit takes', what, item
+                RAISE EXCEPTION 'invalid upload options: post-transformation % is not one ImageKit takes', item
                     USING ERRCODE = 'invalid_parameter_value',
                           HINT = 'Each is {"type": "transformation", "value": ...}, {"type": "gif-to-video"}, {"type": "thumbnail"} or {"type": "abs", "value": ..., "protocol": "hls" or "dash"}.';
             END IF;
@@ -160,36 +173,40 @@ BEGIN
 
     IF opts ? 'tags' THEN
         IF jsonb_typeof(opts -> 'tags') <> 'array' THEN
-            RAISE EXCEPTION 'invalid %: "tags" must be an array of text', what
+            RAISE EXCEPTION 'invalid upload options: "tags" must be an array of text'
                 USING ERRCODE = 'invalid_parameter_value';
         END IF;
         FOR item IN SELECT jsonb_array_elements(opts -> 'tags') LOOP
             IF jsonb_typeof(item) <> 'string' THEN
-                RAISE EXCEPTION 'invalid %: tag % is not text', what, item
+                RAISE EXCEPTION 'invalid upload options: tag % is not text', item
                     USING ERRCODE = 'invalid_parameter_value';
             END IF;
-            PERFORM imagekit.check_tag(item #>> '{}', what);
-            total := total + length(item #>> '{}');
         END LOOP;
-        IF total > 500 THEN
-            RAISE EXCEPTION 'invalid %: the tags have % characters in all', what, total
+        SELECT * INTO tags FROM imagekit.tag_problems(opts -> 'tags');
+        IF tags.bad_tag IS NOT NULL THEN
+            RAISE EXCEPTION 'invalid upload options: tag "%" is empty or holds "%%" or ","', tags.bad_tag
+                USING ERRCODE = 'invalid_parameter_value',
+                      DETAIL = 'ImageKit takes no "%" in a tag, and tags travel comma-separated.';
+        END IF;
+        IF tags.total > 500 THEN
+            RAISE EXCEPTION 'invalid upload options: the tags have % characters in all', tags.total
                 USING ERRCODE = 'invalid_parameter_value',
                       DETAIL = 'ImageKit takes at most 500.';
         END IF;
     END IF;
 
     IF opts ? 'custom_metadata' AND jsonb_typeof(opts -> 'custom_metadata') <> 'object' THEN
-        RAISE EXCEPTION 'invalid %: "custom_metadata" must be a JSON object', what
+        RAISE EXCEPTION 'invalid upload options: "custom_metadata" must be a JSON object'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     IF opts ? 'is_private_file' AND jsonb_typeof(opts -> 'is_private_file') <> 'boolean' THEN
-        RAISE EXCEPTION 'invalid %: "is_private_file" must be true or false', what
+        RAISE EXCEPTION 'invalid upload options: "is_private_file" must be true or false'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     IF opts ? 'extensions' AND (jsonb_typeof(opts -> 'extensions') <> 'array'
         OR EXISTS (SELECT FROM jsonb_array_elements(opts -> 'extensions') e
                     WHERE jsonb_typeof(e) <> 'object' OR jsonb_typeof(e -> 'name') IS DISTINCT FROM 'string')) THEN
-        RAISE EXCEPTION 'invalid %: "extensions" must be an array of objects with a "name"', what
+        RAISE EXCEPTION 'invalid upload options: "extensions" must be an array of objects with a "name"'
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'For example [{"name": "google-auto-tagging", "maxTags": 5, "minConfidence": 95}].';
     END IF;
@@ -197,21 +214,6 @@ BEGIN
 END
 $$;
 
--- One tag: not empty, no "%" (ImageKit refuses it), no "," (the tags travel
--- comma-joined).
-CREATE FUNCTION imagekit.check_tag(tag text, what text)
-RETURNS void
-LANGUAGE plpgsql IMMUTABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    IF tag IS NULL OR btrim(tag) = '' OR tag ~ '[%,]' THEN
-        RAISE EXCEPTION 'invalid %: tag "%" is empty or holds "%%" or ","', what, tag
-            USING ERRCODE = 'invalid_parameter_value',
-                  DETAIL = 'ImageKit takes no "%" in a tag, and tags travel comma-separated.';
-    END IF;
-END
-$$;
 
 /*
  * The options one job's upload is sent with: the table's, with the tags and
@@ -228,6 +230,7 @@ AS $$
 DECLARE
     opts jsonb;
     all_tags jsonb;
+    tags record;
 BEGIN
     SELECT a.options INTO opts FROM imagekit.attachments a WHERE a.tbl = job_options.tbl;
     IF row_tags IS NOT NULL THEN
@@ -238,10 +241,11 @@ BEGIN
                         SELECT y.t, 1000000 + y.o FROM unnest(row_tags) WITH ORDINALITY y(t, o)
                          WHERE y.t IS NOT NULL) z
                  GROUP BY z.t) w;
-        IF EXISTS (SELECT FROM jsonb_array_elements_text(all_tags) t(t) WHERE btrim(t.t) = '' OR t.t ~ '[%,]') THEN
+        SELECT * INTO tags FROM imagekit.tag_problems(all_tags);
+        IF tags.bad_tag IS NOT NULL THEN
             RETURN jsonb_build_object('error', 'a tag of the row is empty or holds "%" or ","');
         END IF;
-        IF (SELECT sum(length(t.t)) FROM jsonb_array_elements_text(all_tags) t(t)) > 500 THEN
+        IF tags.total > 500 THEN
             RETURN jsonb_build_object('error', 'the tags of the row have more than 500 characters in all');
         END IF;
         IF all_tags IS NOT NULL THEN
@@ -258,6 +262,7 @@ BEGIN
 END
 $$;
 REVOKE ALL ON FUNCTION imagekit.job_options(regclass, text[], jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION imagekit.tag_problems(jsonb), imagekit.check_options(jsonb) FROM PUBLIC;
 
 /*
  * Set what attach() or configure() was given for table "tbl"; a NULL
