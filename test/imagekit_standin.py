@@ -83,19 +83,22 @@ Control API (JSON in, JSON out; never delayed, never affected by faults)
 """
 
 import argparse
+import asyncio
 import base64
 import binascii
 import email.message
 import email.utils
+import functools
 import hashlib
 import hmac
-import http.server
+import http
 import json
 import os
 import random
 import re
 import secrets
 import signal
+import socket
 import string
 import struct
 import sys
@@ -450,10 +453,19 @@ def header_params(content_type_value):
     return msg
 
 
+SIMPLE_FORM_TYPE = re.compile(r"multipart/form-data; boundary=([A-Za-z0-9'()+_,./:=?-]{1,70})")
+SIMPLE_DISPOSITION = re.compile(
+    r'Content-Disposition: form-data; name="([A-Za-z0-9_.-]+)"(?:; filename="([^"\\%\x00-\x1f]*)")?'
+    r'(?:\r\nContent-Type: ([A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+))?')
+
+
 def multipart_boundary(content_type):
     """The boundary of a multipart/form-data Content-Type, or None."""
     if not content_type:
         return None
+    simple = SIMPLE_FORM_TYPE.fullmatch(content_type)
+    if simple:                          # what clients send; the email module agrees
+        return simple.group(1).encode("latin-1")
     msg = header_params(content_type)
     if msg.get_content_type() != "multipart/form-data":
         return None
@@ -472,6 +484,9 @@ def parse_part(raw):
         if end < 0:
             return None
         head, data = raw[:end], raw[end + 4:]
+        simple = SIMPLE_DISPOSITION.fullmatch(head.decode("latin-1"))
+        if simple and head.isascii():   # what clients send; the email module agrees
+            return Part(simple.group(1), simple.group(2), simple.group(3), data)
     msg = email.message.Message()
     for line in head.decode("utf-8", "replace").split("\r\n"):
         if ":" in line:
@@ -736,19 +751,33 @@ def source_png(seed, size):
     """
     rng = random.Random(seed)
     palette = [rng.randbytes(3) for _ in range(16)]
-    rows = bytearray()
-    for y in range(64):
-        rows.append(0)
-        for x in range(64):
-            rows += palette[(y // 16) * 4 + x // 16]
+    # 64 rows of 4 tiles (a filter byte first), 16 identical rows per tile row
+    rows = b"".join((b"\x00" + b"".join(palette[ty * 4 + tx] * 16 for tx in range(4))) * 16
+                    for ty in range(4))
     head = b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", struct.pack(">IIBBBBB", 64, 64, 8, 2, 0, 0, 0))
-    body = png_chunk(b"IDAT", zlib.compress(bytes(rows), 9))
+    body = png_chunk(b"IDAT", zlib.compress(rows, 9))
     tail = png_chunk(b"IEND", b"")
     bare = len(head) + len(body) + len(tail)
     pad = size - bare - 12
     if pad < 0:
         return head + body + tail
     return head + body + png_chunk(b"raNd", rng.randbytes(pad)) + tail
+
+
+SOURCE_CACHE_MAX = 128 * 1024            # bodies up to this size are kept ...
+SOURCE_CACHE_ENTRIES = 256              # ... this many, the most recently used
+
+
+@functools.lru_cache(maxsize=SOURCE_CACHE_ENTRIES)
+def small_source_png(seed, size):
+    return source_png(seed, size)
+
+
+def cached_source_png(seed, size):
+    """source_png(), kept for the sources downloaded again (dedup, retries)."""
+    if size <= SOURCE_CACHE_MAX:
+        return small_source_png(seed, size)
+    return source_png(seed, size)
 
 
 def source_html(name):
@@ -759,28 +788,54 @@ def source_html(name):
 # --------------------------------------------------------------------------
 # HTTP
 # --------------------------------------------------------------------------
+#
+# One thread, one asyncio event loop: a connection is a coroutine, so the
+# waits (latency, "delay" faults) cost no thread and the GIL is never fought
+# over.  The only blocking work, fetching a "file" given as a URL (which may
+# point back at this server), runs in the loop's thread pool.
 
-class StandinServer(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 256
-    block_on_close = False
-
-    def __init__(self, address, state, verbose):
-        self.state = state
-        self.verbose = verbose
-        super().__init__(address, Handler)
+SERVER_VERSION = "ImageKitStandin/1.0"
+MAX_HEAD = 65536                        # request line plus headers
+MAX_HEADERS = 100
+REASONS = {s.value: s.phrase for s in http.HTTPStatus}
 
 
 class ClientGone(Exception):
     """The client closed the connection before sending its whole body."""
 
 
-class Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server_version = "ImageKitStandin/1.0"
-    disable_nagle_algorithm = True
-    wbufsize = 64 * 1024                # coalesce headers and body into one write
+class Headers(dict):
+    """Request headers by lower-case name (the first of repeated ones)."""
+
+    def get(self, name, default=None):
+        return super().get(name.lower(), default)
+
+
+def http_date(_cache=[0, b""]):
+    now = int(time.time())
+    if _cache[0] != now:
+        _cache[0] = now
+        _cache[1] = email.utils.formatdate(now, usegmt=True).encode("ascii")
+    return _cache[1]
+
+
+class Handler:
+    """One request on one connection: parsed head in, buffered answer out."""
+
+    def __init__(self, server, reader, writer, method, path, version, headers):
+        self.server = server
+        self.reader = reader
+        self.writer = writer
+        self.command = method
+        self.path = path
+        self.request_version = version
+        self.headers = headers
+        self.out = []
+        connection = headers.get("Connection", "").lower()
+        if version == "HTTP/1.0":
+            self.close_connection = connection != "keep-alive"
+        else:
+            self.close_connection = connection == "close"
 
     # -- plumbing ------------------------------------------------------------
 
@@ -788,39 +843,56 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def state(self):
         return self.server.state
 
-    def version_string(self):
-        return self.server_version
-
     def log_message(self, fmt, *args):
         if self.server.verbose:
-            super().log_message(fmt, *args)
+            sys.stderr.write("%s - - [%s] %s\n" % (
+                self.writer.get_extra_info("peername", ("-",))[0],
+                time.strftime("%d/%b/%Y %H:%M:%S"), fmt % args))
 
-    def handle_expect_100(self):
-        ok = super().handle_expect_100()
-        self.wfile.flush()
-        return ok
+    def send_response_only(self, status, reason=None):
+        self.log_message('"%s %s %s" %s', self.command, self.path, self.request_version, status)
+        self.out.append(b"HTTP/1.1 %d %s\r\n" % (
+            status, (reason or REASONS.get(status, "")).encode("latin-1", "replace")))
 
-    def read_body(self):
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            return self.read_chunked()
-        length = self.headers.get("Content-Length")
-        if length is None:
-            return b""
+    def send_response(self, status, reason=None):
+        self.send_response_only(status, reason)
+        self.out.append(b"Server: %s\r\nDate: %s\r\n" % (SERVER_VERSION.encode(), http_date()))
+
+    def send_header(self, key, value):
+        self.out.append(b"%s: %s\r\n" % (key.encode("latin-1"), str(value).encode("latin-1")))
+
+    def end_headers(self):
+        self.out.append(b"\r\n")
+
+    def write(self, data):
+        self.out.append(data)
+
+    def flush(self):
+        if self.out:
+            self.writer.write(b"".join(self.out))
+            self.out = []
+
+    async def read_body(self):
         try:
-            length = int(length)
-            if length < 0:
-                raise ValueError
-        except ValueError:
-            raise UploadError(400, "Invalid Content-Length header.") from None
-        data = self.rfile.read(length)
-        if len(data) != length:
-            raise ClientGone()
-        return data
+            if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+                return await self.read_chunked()
+            length = self.headers.get("Content-Length")
+            if length is None:
+                return b""
+            try:
+                length = int(length)
+                if length < 0:
+                    raise ValueError
+            except ValueError:
+                raise UploadError(400, "Invalid Content-Length header.") from None
+            return await self.reader.readexactly(length)
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+            raise ClientGone() from None
 
-    def read_chunked(self):
+    async def read_chunked(self):
         out = bytearray()
         while True:
-            line = self.rfile.readline(65537)
+            line = await self.reader.readline()
             if not line:
                 raise ClientGone()
             try:
@@ -828,14 +900,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
             except ValueError:
                 raise UploadError(400, "Invalid chunked encoding.") from None
             if size == 0:
-                while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
+                while await self.reader.readline() not in (b"\r\n", b"\n", b""):
                     pass
                 return bytes(out)
-            chunk = self.rfile.read(size)
-            if len(chunk) != size:
-                raise ClientGone()
-            out += chunk
-            self.rfile.readline(3)
+            out += await self.reader.readexactly(size)
+            await self.reader.readline()
 
     def send_bytes(self, status, body, content_type=JSON_TYPE, headers=None,
                    request_id=True, head_only=False):
@@ -855,50 +924,30 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.send_header(key, value)
         self.end_headers()
         if not head_only:
-            self.wfile.write(body)
-        self.wfile.flush()
+            self.write(body)
+        self.flush()
 
     def send_json(self, status, obj, headers=None):
         self.send_bytes(status, json_bytes(obj), headers=headers)
 
-    def send_error(self, code, message=None, explain=None):
+    def send_error(self, code, message=None):
         """Protocol-level errors (bad request line etc.) as JSON too."""
         self.close_connection = True
-        reason = self.responses.get(code, ("Error",))[0]
-        try:
-            self.send_json(code, {"message": message or reason, "help": HELP})
-        except OSError:
-            pass
+        self.send_json(code, {"message": message or REASONS.get(code, "Error"), "help": HELP})
 
     def route_path(self):
         return self.path.split("?", 1)[0]
 
     # -- dispatch --------------------------------------------------------------
 
-    def do_GET(self):
-        self.dispatch("GET")
-
-    def do_POST(self):
-        self.dispatch("POST")
-
-    def do_PUT(self):
-        self.dispatch("PUT")
-
-    def do_PATCH(self):
-        self.dispatch("PATCH")
-
-    def do_DELETE(self):
-        self.dispatch("DELETE")
-
-    def do_OPTIONS(self):
-        self.dispatch("OPTIONS")
-
-    def do_HEAD(self):
-        self.dispatch("HEAD")
-
-    def dispatch(self, method):
+    async def dispatch(self):
+        method = self.command
+        if (self.request_version == "HTTP/1.1"
+                and self.headers.get("Expect", "").lower() == "100-continue"):
+            self.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            await self.writer.drain()
         try:
-            body = self.read_body()
+            body = await self.read_body()
         except ClientGone:
             self.close_connection = True
             return
@@ -908,15 +957,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return
         path = self.route_path()
         if path == UPLOAD_PATH and method == "POST":
-            self.handle_upload_request(body)
+            await self.handle_upload_request(body)
         elif path.startswith("/source/") and method in ("GET", "HEAD"):
-            self.handle_source(path[len("/source/"):], method == "HEAD")
+            await self.handle_source(path[len("/source/"):], method == "HEAD")
         elif path.startswith("/_standin/"):
             self.handle_control(method, path[len("/_standin/"):], body)
         else:
             self.send_json(404, {"message": "Not Found", "help": HELP})
-
-    # -- control API -------------------------------------------------------------
 
     def handle_control(self, method, name, body):
         try:
@@ -951,19 +998,19 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     # -- source files --------------------------------------------------------
 
-    def handle_source(self, name, head_only):
+    async def handle_source(self, name, head_only):
         if head_only:
-            self.send_source(name, True)
+            await self.send_source(name, True)
             return
         self.state.download_started()
         status = None
         try:
-            latency_sleep(self.state.settings()["latency_ms"])
-            status = self.send_source(name, False)
+            await latency_sleep(self.state.settings()["latency_ms"])
+            status = await self.send_source(name, False)
         finally:
             self.state.download_finished(status)
 
-    def send_hostile_source(self, name):
+    async def send_hostile_source(self, name):
         """Sources that try to hurt a downloader; None if name is not one."""
         if name == "redirect":
             query = urllib.parse.parse_qs(self.path.partition("?")[2])
@@ -983,19 +1030,21 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.send_header("Content-Type", "image/png")
             self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
+            self.flush()
             chunk = b"\x89PNG\r\n\x1a\n" + bytes(65528)
             deadline = time.monotonic() + 60
             try:
                 while time.monotonic() < deadline:
-                    self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                    self.writer.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                    await self.writer.drain()
             except OSError:
                 pass
             self.close_connection = True
             return 200
         return None
 
-    def send_source(self, name, head_only):
-        hostile = None if head_only else self.send_hostile_source(name)
+    async def send_source(self, name, head_only):
+        hostile = None if head_only else await self.send_hostile_source(name)
         if hostile is not None:
             return hostile
         match = SOURCE_IMAGE.match(name)
@@ -1003,7 +1052,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.send_json(404, {"message": "Not Found", "help": HELP})
             return 404
         if match:
-            data = source_png(match.group(1), int(match.group(2)))
+            data = cached_source_png(match.group(1), int(match.group(2)))
             self.send_bytes(200, data, "image/png", head_only=head_only)
         else:
             self.send_bytes(200, source_html(name), "text/html; charset=utf-8",
@@ -1012,32 +1061,32 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     # -- upload ----------------------------------------------------------------
 
-    def handle_upload_request(self, body):
+    async def handle_upload_request(self, body):
         fault = self.state.upload_started()
         status = None
         try:
-            latency_sleep(self.state.settings()["latency_ms"])
+            await latency_sleep(self.state.settings()["latency_ms"])
             if fault is not None and fault["kind"] == "delay":
-                time.sleep(fault["ms"] / 1000.0)
+                await asyncio.sleep(fault["ms"] / 1000.0)
                 fault = None
             if fault is None:
-                status = self.answer_upload(body)
+                status = await self.answer_upload(body)
             else:
-                status = self.apply_fault(fault, body)
+                status = await self.apply_fault(fault, body)
         finally:
             self.state.upload_finished(status)
 
-    def answer_upload(self, body):
+    async def answer_upload(self, body):
         """Handle an upload for real; return the status sent."""
         try:
-            result = self.perform_upload(body)
+            result = await self.perform_upload(body)
         except UploadError as exc:
             self.send_json(exc.status, error_body(exc.message))
             return exc.status
         self.send_json(200, result)
         return 200
 
-    def perform_upload(self, body):
+    async def perform_upload(self, body):
         state = self.state
         settings = state.settings()
         auth_present = check_auth(self.headers.get("Authorization"),
@@ -1047,18 +1096,22 @@ class Handler(http.server.BaseHTTPRequestHandler):
             raise bad_request("Your request contains invalid Content-Type. "
                               "The upload API accepts multipart/form-data only.")
         parts = parse_multipart(body, boundary)
+        if any(p.name == "file" and p.filename is None for p in parts):
+            # the file may be a URL to fetch (perhaps from this very server)
+            return await asyncio.get_running_loop().run_in_executor(
+                None, process_upload, state, settings, parts, auth_present)
         return process_upload(state, settings, parts, auth_present)
 
-    def apply_fault(self, fault, body):
+    async def apply_fault(self, fault, body):
         """Answer according to a fault; return the status sent (None: none)."""
         kind = fault["kind"]
         if kind == "drop":
             if fault.get("process"):
-                self.perform_upload_quietly(body)
+                await self.perform_upload_quietly(body)
             self.close_connection = True
             return None
         if kind == "truncate":
-            answer = self.perform_upload_quietly(body) if fault.get("process") else None
+            answer = await self.perform_upload_quietly(body) if fault.get("process") else None
             self.send_truncated(answer or fake_upload_answer(self.state))
             return 200
         if kind == "garbage":
@@ -1073,9 +1126,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return fault["status"]
         return self.send_status_fault(fault)
 
-    def perform_upload_quietly(self, body):
+    async def perform_upload_quietly(self, body):
         try:
-            return self.perform_upload(body)
+            return await self.perform_upload(body)
         except UploadError:
             return None
 
@@ -1087,8 +1140,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Type", JSON_TYPE)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(body[:len(body) // 2])
-        self.wfile.flush()
+        self.write(body[:len(body) // 2])
+        self.flush()
 
     def send_raw(self, fault):
         body = base64.b64decode(fault.get("body_b64", ""))
@@ -1100,8 +1153,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         for key, value in headers.values():
             self.send_header(key, value)
         self.end_headers()
-        self.wfile.write(body)
-        self.wfile.flush()
+        self.write(body)
+        self.flush()
 
     def send_status_fault(self, fault):
         status = fault["status"]
@@ -1114,16 +1167,100 @@ class Handler(http.server.BaseHTTPRequestHandler):
         headers.update(fault.get("headers", {}))
         body = fault.get("body")
         if body is None:
-            reason = self.responses.get(status, ("Error",))[0]
+            reason = REASONS.get(status, "Error")
             body = {"message": reason, "help": ""}
         data = body.encode("utf-8") if isinstance(body, str) else json_bytes(body)
         self.send_bytes(status, data, headers=headers)
         return status
 
 
-def latency_sleep(ms):
+async def latency_sleep(ms):
     if ms:
-        time.sleep(ms / 1000.0)
+        await asyncio.sleep(ms / 1000.0)
+
+
+class Server:
+    """What every connection shares: the state, and whether to log requests."""
+
+    def __init__(self, state, verbose):
+        self.state = state
+        self.verbose = verbose
+
+
+def parse_head(head):
+    """(method, path, version, Headers) from a request head, or (status, message)."""
+    try:
+        text = head.decode("latin-1")
+    except UnicodeDecodeError:
+        return 400, "Bad request syntax"
+    lines = text.split("\r\n")
+    words = lines[0].split()
+    if len(words) != 3 or not words[2].startswith("HTTP/"):
+        return 400, "Bad request syntax (%r)" % lines[0]
+    method, path, version = words
+    if version not in ("HTTP/1.0", "HTTP/1.1"):
+        return 505, "Invalid HTTP version (%s)" % version
+    headers = Headers()
+    count = 0
+    for line in lines[1:]:
+        if not line:
+            continue
+        name, colon, value = line.partition(":")
+        if not colon or not name or name != name.strip():
+            return 400, "Bad header line (%r)" % line
+        count += 1
+        if count > MAX_HEADERS:
+            return 431, "Too many headers"
+        headers.setdefault(name.lower(), value.strip())
+    return method, path, version, headers
+
+
+async def serve_connection(server, reader, writer):
+    """Answer the requests of one connection until it closes."""
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    try:
+        while True:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError:
+                return                  # the client closed the connection
+            except asyncio.LimitOverrunError:
+                head = None
+            parsed = (431, "Request header fields too large") if head is None \
+                else parse_head(head[:-4])
+            if len(parsed) == 2:
+                handler = Handler(server, reader, writer, "-", "-", "HTTP/1.1", Headers())
+                handler.send_error(*parsed)
+                await writer.drain()
+                return
+            handler = Handler(server, reader, writer, *parsed)
+            await handler.dispatch()
+            handler.flush()
+            await writer.drain()
+            if handler.close_connection:
+                return
+    except (ConnectionError, OSError):
+        pass
+    finally:
+        writer.close()
+
+
+async def serve(args, state):
+    server = Server(state, args.verbose)
+    listener = await asyncio.start_server(
+        lambda r, w: serve_connection(server, r, w), args.host, args.port,
+        limit=MAX_HEAD, backlog=256, reuse_address=True)
+    port = listener.sockets[0].getsockname()[1]
+    write_port_file(args.port_file, port)
+    print("imagekit stand-in listening on http://%s:%d" % (args.host, port), flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    listener.close()
 
 
 def check_auth(header, private_key, state):
@@ -1302,24 +1439,9 @@ def write_port_file(path, port):
 
 def main(argv=None):
     args = parse_args(argv)
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
     state = State(args.private_key, args.latency_ms, args.max_file_size, args.url_endpoint,
                   args.state_file)
-    server = StandinServer((args.host, args.port), state, args.verbose)
-    port = server.server_address[1]
-    write_port_file(args.port_file, port)
-    print("imagekit stand-in listening on http://%s:%d" % (args.host, port), flush=True)
-
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
-                              daemon=True)
-    thread.start()
-    while not stop.wait(1.0):
-        pass
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
+    asyncio.run(serve(args, state))
     return 0
 
 

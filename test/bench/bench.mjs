@@ -188,11 +188,13 @@ async function standinQuiet() {
 }
 
 // Empty everything between runs so that they are independent.
-// The extension's state is every table in schema imagekit but the list of
-// attached tables (jobs, assets, and whatever queue tables a version has).
+// The extension's state is every table in schema imagekit but the
+// configuration (the attached tables and their mapped result columns): jobs,
+// assets, and whatever queue tables a version has.
 async function resetAll(latencyMs) {
 	const { tables } = await q1(`SELECT string_agg(format('%I.%I', schemaname, tablename), ', ') AS tables
-	                               FROM pg_tables WHERE schemaname = 'imagekit' AND tablename <> 'attachments'`);
+	                               FROM pg_tables WHERE schemaname = 'imagekit'
+	                                AND tablename NOT IN ('attachments', 'attached_columns')`);
 	await q(`TRUNCATE coffee_images, app_assets, ${tables}`);
 	await standinQuiet();
 	await standin('reset', {});
