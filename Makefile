@@ -27,7 +27,8 @@ PGFILEDESC = "imagekit_ext - upload images to the ImageKit CDN"
 EXTENSION = imagekit_ext
 DATA = sql/imagekit_ext--1.0.sql sql/imagekit_ext--1.0--1.1.sql sql/imagekit_ext--1.1--1.2.sql \
 	sql/imagekit_ext--1.2--1.3.sql \
-	sql/imagekit_ext--1.3--1.4.sql
+	sql/imagekit_ext--1.3--1.4.sql \
+	sql/imagekit_ext--1.4--1.5.sql
 
 PG_CPPFLAGS = -I$(srcdir)/src $(shell pkg-config --cflags libcurl json-c)
 SHLIB_LINK = $(shell pkg-config --libs libcurl json-c)

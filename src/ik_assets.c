@@ -196,6 +196,62 @@ ik_asset_record(const char *content_hash, const char *options_digest,
 	return inserted;
 }
 
+/*
+ * Record "n" successful uploads at once (the worker's batch), as
+ * ik_asset_record() does one; the assets table is 1.4's or later's.
+ */
+void
+ik_asset_record_many(int n, const char **hashes, const char **digests,
+					 const IkUploadResult **assets)
+{
+	Oid			types[9] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
+	INT8OID, INT4OID, INT4OID, TEXTOID};
+	Oid			argtypes[9];
+	Datum		args[9];
+	Datum	   *v[9];
+	char	   *nulls[9];
+	bool	   *isnull[9];
+
+	for (int c = 0; c < 9; c++)
+	{
+		v[c] = palloc(sizeof(Datum) * n);
+		nulls[c] = palloc(n);
+		isnull[c] = palloc(sizeof(bool) * n);
+		memset(nulls[c], ' ', n);
+		argtypes[c] = get_array_type(types[c]);
+	}
+	for (int i = 0; i < n; i++)
+	{
+		const IkUploadResult *a = assets[i];
+
+		v[0][i] = CStringGetTextDatum(hashes[i]);
+		v[1][i] = CStringGetTextDatum(a->url);
+		v[2][i] = ik_text_or_null(a->file_id, nulls[2], i);
+		v[3][i] = ik_text_or_null(a->file_path, nulls[3], i);
+		v[4][i] = ik_text_or_null(a->name, nulls[4], i);
+		v[5][i] = ik_int_or_null(a->size, true, nulls[5], i);
+		v[6][i] = ik_int_or_null(a->width, false, nulls[6], i);
+		v[7][i] = ik_int_or_null(a->height, false, nulls[7], i);
+		v[8][i] = CStringGetTextDatum(digests[i]);
+	}
+	for (int c = 0; c < 9; c++)
+	{
+		for (int i = 0; i < n; i++)
+			isnull[c][i] = (nulls[c][i] == 'n');
+		args[c] = ik_spi_array(v[c], isnull[c], n, types[c]);
+	}
+
+	SPI_connect();
+	if (ik_spi_execute("INSERT INTO imagekit.assets "
+					   "(content_hash, url, file_id, file_path, name, size, width, height,"
+					   " options_digest) "
+					   "SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9) "
+					   "ON CONFLICT (content_hash, options_digest) DO NOTHING",
+					   9, argtypes, args, NULL, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "could not record uploads in imagekit.assets");
+	SPI_finish();
+}
+
 /* The advisory lock tag of a content hash (its first 64 bits). */
 static void
 ik_asset_locktag(LOCKTAG *tag, const char *content_hash)

@@ -29,6 +29,9 @@ extern bool ik_asset_lookup_url(const char *content_hash, const char *url,
 extern bool ik_asset_record(const char *content_hash,
 							const char *options_digest,
 							const IkUploadResult *asset);
+extern void ik_asset_record_many(int n, const char **hashes,
+								 const char **digests,
+								 const IkUploadResult **assets);
 extern bool ik_asset_trylock(const char *content_hash);
 extern void ik_asset_unlock(const char *content_hash);
 

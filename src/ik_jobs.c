@@ -72,6 +72,20 @@ ik_jobs_concurrency(void)
 	return Min(ik_guc_max_concurrent_uploads, ik_http_max_connections());
 }
 
+/*
+ * Unfinished jobs a worker holds at once: one per HTTP slot, and up to
+ * twice as many again (no more than imagekit.batch_size) claimed ahead,
+ * which start as slots free; so claims can be few and full without a slot
+ * ever waiting for one.
+ */
+int
+ik_jobs_capacity(void)
+{
+	int			slots = ik_jobs_concurrency();
+
+	return slots + Min(ik_guc_batch_size, 2 * slots);
+}
+
 /* ---- the steps of a job ---- */
 
 /* The outcome is known: the job waits to be recorded. */
@@ -98,6 +112,7 @@ ik_job_finish(IkJob *job, IkJobResult result, const char *error, int status,
 		ik_http_request_free(job->upload);
 	job->download = job->upload = NULL;
 	job->phase = IK_PHASE_FINISHED;
+	job->finished_at = GetCurrentTimestamp();
 }
 
 /* The job's content is on ImageKit already, at "url". */
@@ -156,7 +171,10 @@ ik_job_claimed(IkJob *job)
 		job->q.attempts--;		/* as logged: the deaths */
 	}
 	else if (job->q.pending)
+	{
 		job->phase = IK_PHASE_FINISHED; /* only its result to store */
+		job->finished_at = GetCurrentTimestamp();
+	}
 	else if (job->q.options_locked)
 	{
 		/* its row's tags or metadata cannot be read now: try later */

@@ -51,7 +51,8 @@ typedef struct IkJob
 	uint32		key_generation; /* of the key its upload was sent with */
 	bool		holds_lock;		/* the upload lock of its content hash */
 	TimestampTz dedup_after;	/* in IK_PHASE_HASHED: when to look again */
-	TimestampTz record_after;	/* in IK_PHASE_FINISHED: when to record */
+	TimestampTz finished_at;	/* when it reached IK_PHASE_FINISHED */
+	TimestampTz record_after;	/* in IK_PHASE_FINISHED: not before this */
 	dlist_node	node;
 } IkJob;
 
@@ -66,6 +67,7 @@ extern int	ik_jobs_count(void);
 extern int	ik_jobs_requests(void);
 extern int	ik_jobs_active(void);
 extern int	ik_jobs_concurrency(void);
+extern int	ik_jobs_capacity(void);
 extern bool ik_jobs_has_phase(IkPhase phase);
 extern bool ik_jobs_lookup_due(void);
 extern void ik_jobs_look_up(void);

@@ -53,6 +53,7 @@
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
+#include "parser/parse_func.h"
 #include "storage/lmgr.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -104,9 +105,10 @@ ik_queue_installed(void)
 	if (!OidIsValid(RangeVarGetRelid(makeRangeVar("imagekit", "jobs", -1),
 									 AccessShareLock, true)))
 		return false;
-	/* the newest object the library needs (1.4) */
-	if (OidIsValid(RangeVarGetRelid(makeRangeVar("imagekit", "attached_columns", -1),
-									NoLock, true)))
+	/* the newest object the library needs (1.5) */
+	if (OidIsValid(LookupFuncName(list_make2(makeString("imagekit"),
+											 makeString("record_batch")),
+								  -1, NULL, true)))
 		return true;
 	if (!warned)
 		ereport(WARNING,
@@ -628,52 +630,46 @@ ik_queue_claim(int slot, int64 token, int limit, int lease_ms,
 }
 
 /*
- * imagekit.record(): set the job's state and outcome if it is still this
- * worker's.  "attempts_delta" corrects the count the claim made; "pending"
- * (done or fallback) keeps the result in the job, to be stored later.
+ * imagekit.record(), staged: lock the job's row if the job is still this
+ * worker's (this generation, in flight, this token), and keep in the job
+ * what to set ("state"; "attempts_delta" corrects the count the claim made;
+ * "pending", done or fallback, keeps the result in the job, to be stored
+ * later), for ik_queue_flush() to write with the rest of the batch.  The
+ * lock is taken after the row's, in the order of the table's triggers.
+ * Returns whether the job is still ours.
  */
 static bool
 ik_queue_record(IkQueueJob *job, int64 token, const char *state,
 				int attempts_delta, long delay_ms, const char *url,
 				const char *pending)
 {
-	Oid			argtypes[11] = {INT8OID, INT4OID, INT8OID, TEXTOID, INT4OID,
-	INT8OID, TEXTOID, INT4OID, TEXTOID, TEXTOID, TEXTOID};
-	Datum		args[11];
-	char		nulls[11];
-	bool		isnull;
+	Oid			argtypes[3] = {INT8OID, INT4OID, INT8OID};
+	Datum		args[3] = {Int64GetDatum(job->id), Int32GetDatum(job->generation),
+	Int64GetDatum(token)};
+	bool		held;
 
-	memset(nulls, ' ', sizeof(nulls));
-	args[0] = Int64GetDatum(job->id);
-	args[1] = Int32GetDatum(job->generation);
-	args[2] = Int64GetDatum(token);
-	args[3] = CStringGetTextDatum(state);
-	args[4] = Int32GetDatum(attempts_delta);
-	args[5] = Int64GetDatum(delay_ms);
-	if (job->error)
-		args[6] = CStringGetTextDatum(job->error);
-	else
-		nulls[6] = 'n';
-	args[7] = Int32GetDatum(job->http_status);
-	if (job->http_status == 0)
-		nulls[7] = 'n';
-	if (job->hash[0] != '\0')
-		args[8] = CStringGetTextDatum(job->hash);
-	else
-		nulls[8] = 'n';
-	if (url)
-		args[9] = CStringGetTextDatum(url);
-	else
-		nulls[9] = 'n';
-	if (pending)
-		args[10] = CStringGetTextDatum(pending);
-	else
-		nulls[10] = 'n';
+	/*
+	 * (The state is compared as an expression the partial indexes' predicate
+	 * does not match, so that the job is found by its key instead of by a
+	 * walk of every job in flight, which the planner finds as cheap.)
+	 */
+	SPI_connect();
+	if (ik_spi_execute("SELECT FROM imagekit.jobs WHERE id = $1 AND generation = $2"
+					   " AND state || '' = 'in_flight' AND lease_token = $3 FOR UPDATE",
+					   3, argtypes, args, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not lock imagekit job " INT64_FORMAT, job->id);
+	held = SPI_processed > 0;
+	SPI_finish();
+	if (!held)
+		return false;
 
-	return DatumGetBool(ik_queue_call_value("SELECT imagekit.record($1, $2, $3, $4, $5,"
-											" $6 * interval '1 millisecond',"
-											" $7, $8, $9, $10, $11)",
-											11, argtypes, args, nulls, &isnull));
+	job->staged = true;
+	job->staged_state = state;
+	job->staged_attempts_delta = attempts_delta;
+	job->staged_delay_ms = delay_ms;
+	job->staged_url = url;
+	job->staged_pending = pending;
+	return true;
 }
 
 /* A stale result: put the job back in the queue if this worker holds it. */
@@ -1023,9 +1019,9 @@ ik_queue_finish_job(IkQueueJob *job, int64 token)
 	char	   *source = NULL;
 	char	   *error = NULL;
 
-	if (job->uploaded)
-		ik_asset_record(job->hash, job->options_digest, &job->asset);
-	else if (job->pending && job->result == IK_JOB_DONE && job->hash[0] != '\0')
+	/* (an upload's asset is recorded by ik_queue_flush()) */
+	if (!job->uploaded && job->pending && job->result == IK_JOB_DONE &&
+		job->hash[0] != '\0')
 	{
 		/* a result kept while the row was locked: what its asset said */
 		MemoryContext old = MemoryContextSwitchTo(job->mcxt);
@@ -1133,10 +1129,13 @@ ik_queue_finish_job(IkQueueJob *job, int64 token)
 }
 
 /*
- * Record the outcome of a job; the caller runs one transaction per job.
- * Locks are taken in the order an application takes them (the table row by
- * its UPDATE, then the job row by the enqueue trigger), so the two never
- * deadlock, and none is waited on for more than IK_STORE_LOCK_TIMEOUT.
+ * Store the outcome of a job, and stage its record for ik_queue_flush(),
+ * in a subtransaction; the caller finishes a batch of jobs in one
+ * transaction.  Each job's locks are taken in the order an application
+ * takes them (the table row by its UPDATE, then the job row by the enqueue
+ * trigger), and none is waited on for more than IK_STORE_LOCK_TIMEOUT, so
+ * an application that updates several rows at once waits at most that long
+ * for a lock the batch holds, and never deadlocks with it.
  * IK_FINISH_LATER: even the job could not be recorded (an application
  * holds the job's row); the caller keeps it and tries again later.
  */
@@ -1148,6 +1147,7 @@ ik_queue_finish(IkQueueJob *job, int64 token)
 	volatile IkFinishOutcome outcome;
 	int			nestlevel = NewGUCNestLevel();
 
+	job->staged = false;
 	(void) set_config_option("lock_timeout",
 							 job->pending ? IK_STORE_LOCK_TIMEOUT_PENDING : IK_STORE_LOCK_TIMEOUT,
 							 PGC_SUSET, PGC_S_SESSION, GUC_ACTION_SAVE,
@@ -1174,11 +1174,118 @@ ik_queue_finish(IkQueueJob *job, int64 token)
 		MemoryContextSwitchTo(mcxt);
 		CurrentResourceOwner = owner;
 		FreeErrorData(edata);
+		job->staged = false;	/* its lock went with the subtransaction */
 		outcome = IK_FINISH_LATER;
 	}
 	PG_END_TRY();
 	AtEOXact_GUC(false, nestlevel);
 	return outcome;
+}
+
+/* A text value, or a null one. */
+static Datum
+ik_queue_text(const char *s, bool *isnull)
+{
+	*isnull = (s == NULL);
+	return s ? CStringGetTextDatum(s) : (Datum) 0;
+}
+
+/*
+ * Write what ik_queue_finish() staged for "jobs", in the caller's
+ * transaction, before it commits: the assets of their uploads, then their
+ * records, each in one statement (imagekit.record_batch()).  A job locked
+ * by this transaction but changed by it since (a table's trigger that
+ * re-pointed it while another job's row was stored) is not recorded: it
+ * goes back to the queue, as a stale result does.
+ */
+void
+ik_queue_flush(List *jobs, int64 token)
+{
+	int			n = list_length(jobs);
+	int			nassets = 0;
+	int			nrec = 0;
+	const char **hashes = palloc(sizeof(char *) * Max(n, 1));
+	const char **digests = palloc(sizeof(char *) * Max(n, 1));
+	const IkUploadResult **assets = palloc(sizeof(IkUploadResult *) * Max(n, 1));
+	IkQueueJob **staged = palloc(sizeof(IkQueueJob *) * Max(n, 1));
+	ListCell   *lc;
+
+	foreach(lc, jobs)
+	{
+		IkQueueJob *job = (IkQueueJob *) lfirst(lc);
+
+		if (job->uploaded)
+		{
+			hashes[nassets] = job->hash;
+			digests[nassets] = job->options_digest;
+			assets[nassets] = &job->asset;
+			nassets++;
+		}
+		if (job->staged)
+			staged[nrec++] = job;
+	}
+	if (nassets > 0)
+		ik_asset_record_many(nassets, hashes, digests, assets);
+	if (nrec > 0)
+	{
+		Oid			argtypes[11] = {INT8OID, INT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID,
+			INT4ARRAYOID, INT8ARRAYOID, TEXTARRAYOID, INT4ARRAYOID, TEXTARRAYOID,
+		TEXTARRAYOID, TEXTARRAYOID};
+		Datum		args[11];
+		Datum	   *v[10];
+		bool	   *isnull[10];
+		bool	   *recorded = palloc0(sizeof(bool) * nrec);
+
+		for (int c = 0; c < 10; c++)
+		{
+			v[c] = palloc(sizeof(Datum) * nrec);
+			isnull[c] = palloc0(sizeof(bool) * nrec);
+		}
+		for (int i = 0; i < nrec; i++)
+		{
+			IkQueueJob *job = staged[i];
+
+			v[0][i] = Int64GetDatum(job->id);
+			v[1][i] = Int32GetDatum(job->generation);
+			v[2][i] = CStringGetTextDatum(job->staged_state);
+			v[3][i] = Int32GetDatum(job->staged_attempts_delta);
+			v[4][i] = Int64GetDatum(job->staged_delay_ms);
+			v[5][i] = ik_queue_text(job->error, &isnull[5][i]);
+			v[6][i] = Int32GetDatum(job->http_status);
+			isnull[6][i] = (job->http_status == 0);
+			v[7][i] = ik_queue_text(job->hash[0] != '\0' ? job->hash : NULL, &isnull[7][i]);
+			v[8][i] = ik_queue_text(job->staged_url, &isnull[8][i]);
+			v[9][i] = ik_queue_text(job->staged_pending, &isnull[9][i]);
+		}
+		args[0] = Int64GetDatum(token);
+		for (int c = 0; c < 10; c++)
+			args[c + 1] = ik_spi_array(v[c], isnull[c], nrec,
+										 get_element_type(argtypes[c + 1]));
+
+		SPI_connect();
+		if (ik_spi_execute("SELECT * FROM imagekit.record_batch($1, $2, $3, $4, $5,"
+						   " $6, $7, $8, $9, $10, $11)",
+						   11, argtypes, args, NULL, false, 0) != SPI_OK_SELECT)
+			elog(ERROR, "could not record imagekit jobs");
+		for (uint64 r = 0; r < SPI_processed; r++)
+		{
+			bool		null;
+			int64		id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[r],
+														 SPI_tuptable->tupdesc, 1, &null));
+
+			for (int i = 0; i < nrec; i++)
+			{
+				if (staged[i]->id == id)
+					recorded[i] = true;
+			}
+		}
+		SPI_finish();
+		for (int i = 0; i < nrec; i++)
+		{
+			if (!recorded[i])
+				ik_queue_requeue_if_held(staged[i], token);
+		}
+	}
 }
 
 /*

@@ -86,6 +86,17 @@ typedef struct IkQueueJob
 	char	   *error;
 	int			http_status;
 	long		retry_delay_ms;
+
+	/*
+	 * What ik_queue_finish() found to record (its job row locked), for
+	 * ik_queue_flush() to write together with the batch's other jobs.
+	 */
+	bool		staged;
+	const char *staged_state;
+	int			staged_attempts_delta;
+	long		staged_delay_ms;
+	const char *staged_url;
+	const char *staged_pending;
 } IkQueueJob;
 
 extern bool ik_queue_installed(void);
@@ -98,6 +109,7 @@ extern void ik_queue_housekeeping(int retention_s, int limit);
 extern List *ik_queue_claim(int slot, int64 token, int limit, int lease_ms,
 							MemoryContext parent, Size job_size);
 extern IkFinishOutcome ik_queue_finish(IkQueueJob *job, int64 token);
+extern void ik_queue_flush(List *jobs, int64 token);
 extern long ik_queue_next_due_ms(void);
 extern bool ik_queue_storing_in(Oid relid);
 

@@ -63,6 +63,7 @@ typedef struct IkWorkerSlot
 	/* read without the mutex */
 	pg_atomic_uint32 pgprocno;	/* IK_NO_PROC_NUMBER: no process */
 	pg_atomic_uint32 in_flight;
+	pg_atomic_uint32 wakes;		/* commits that queued jobs for it */
 	pg_atomic_uint64 token;		/* lease token; 0: none */
 } IkWorkerSlot;
 
@@ -141,6 +142,7 @@ ik_shmem_startup(void)
 			s->dboid = InvalidOid;
 			pg_atomic_init_u32(&s->pgprocno, IK_NO_PROC_NUMBER);
 			pg_atomic_init_u32(&s->in_flight, 0);
+			pg_atomic_init_u32(&s->wakes, 0);
 			pg_atomic_init_u64(&s->token, 0);
 		}
 	}
@@ -192,6 +194,7 @@ ik_wake_database(Oid dboid)
 		if (s->dboid == dboid && s->state == IK_SLOT_SERVING &&
 			procno != IK_NO_PROC_NUMBER)
 		{
+			pg_atomic_fetch_add_u32(&s->wakes, 1);
 			ik_set_latch_of(procno);
 			served = true;
 		}
@@ -589,6 +592,18 @@ ik_shmem_worker_serving(int slot, int64 token)
 	if (s->state == IK_SLOT_STARTING)
 		s->state = IK_SLOT_SERVING;
 	SpinLockRelease(&ik_shared->mutex);
+}
+
+/*
+ * How many commits queued jobs for this worker since it started serving
+ * (wrapping around): while it has not changed, the inbox has nothing new
+ * for it, but for what a prepared transaction or a commit without the
+ * library queued (its periodic look finds those).
+ */
+uint32
+ik_shmem_worker_wakes(int slot)
+{
+	return pg_atomic_read_u32(&ik_shared->slots[slot].wakes);
 }
 
 /*

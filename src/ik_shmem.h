@@ -65,6 +65,7 @@ extern void ik_shmem_prune_holds(void);
 /* a worker */
 extern bool ik_shmem_worker_attach(int slot, Oid dboid, uint32 generation);
 extern void ik_shmem_worker_serving(int slot, int64 token);
+extern uint32 ik_shmem_worker_wakes(int slot);
 extern void ik_shmem_worker_report_db_workers(int slot, int n);
 extern bool ik_shmem_worker_should_stop(int slot);
 extern void ik_shmem_worker_exiting(int slot, IkExitReason reason);

@@ -16,6 +16,8 @@
  */
 #include "postgres.h"
 
+#include "utils/array.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 
 #include "ik_spi.h"
@@ -63,4 +65,19 @@ ik_spi_execute(const char *sql, int nargs, Oid *argtypes, Datum *args,
 {
 	return SPI_execute_plan(ik_spi_plan(sql, nargs, argtypes), args, nulls,
 							read_only, count);
+}
+
+/* A one-dimensional array of the "n" values "elems" of type "type". */
+Datum
+ik_spi_array(Datum *elems, bool *nulls, int n, Oid type)
+{
+	int			dims[1] = {n};
+	int			lbs[1] = {1};
+	int16		typlen;
+	bool		typbyval;
+	char		typalign;
+
+	get_typlenbyvalalign(type, &typlen, &typbyval, &typalign);
+	return PointerGetDatum(construct_md_array(elems, nulls, 1, dims, lbs, type,
+											  typlen, typbyval, typalign));
 }

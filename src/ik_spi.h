@@ -1,7 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * ik_spi.h
- *	  Prepared SPI plans kept for the life of the process.
+ *	  Prepared SPI plans kept for the life of the process, and arrays to
+ *	  pass to them.
  *
  *-------------------------------------------------------------------------
  */
@@ -13,5 +14,6 @@
 extern int	ik_spi_execute(const char *sql, int nargs, Oid *argtypes,
 						   Datum *args, const char *nulls, bool read_only,
 						   long count);
+extern Datum ik_spi_array(Datum *elems, bool *nulls, int n, Oid type);
 
 #endif							/* IK_SPI_H */

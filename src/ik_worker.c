@@ -92,12 +92,25 @@ static TimestampTz ik_leases_checked = 0;
 
 #define IK_LEASE_CHECK_MS 5000
 #define IK_RECORD_RETRY_MS 1000
+/* a finished job waits at most this long for others to record it with */
+#define IK_RECORD_DELAY_MS 50
 #define IK_INBOX_BATCH 10000
 #define IK_BACKFILL_BATCH 10000
 #define IK_RETENTION_BATCH 10000
 
 /* the inbox had more rows, or a backfill is under way: queue more soon */
 static bool ik_more_to_queue = false;
+
+/*
+ * Whether to look at the inbox and the backfills before claiming: only
+ * when a commit queued jobs for this worker since it last looked (the
+ * wakes of its slot), when the last look left more, and every
+ * IK_LEASE_CHECK_MS and idle poll, for what came without a wake (a
+ * prepared transaction); not at every claim, as an empty look costs as
+ * much as a claim.
+ */
+static bool ik_queue_wanted = true;
+static uint32 ik_wakes_seen = 0;
 
 /* a backfill's table was locked: not before this (0: any time) */
 #define IK_BACKFILL_RETRY_MS 1000
@@ -170,54 +183,113 @@ ik_worker_exit(IkExitReason reason)
 }
 
 /*
- * Record each finished job in a transaction of its own (so that a worker
- * never holds row locks of several rows at once, which could deadlock with
- * an application updating them), then free it.  With synchronous_commit off
- * these commits are cheap; a crash can lose the last of them, and the jobs
- * are then done again, harmlessly (uploads are named by content).
+ * Record the finished jobs, all in one transaction: each job's row is
+ * stored, and its record staged, in a subtransaction of its own
+ * (ik_queue_finish()), and then the batch's assets and records are written
+ * in one statement each (ik_queue_flush()).  Jobs are freed once that has
+ * committed, so a job's upload lock on its content lasts until its asset
+ * is there for others to find.  With synchronous_commit off the commit is
+ * cheap; a crash can lose the last batch, and its jobs are then done
+ * again, harmlessly (uploads are named by content).
  */
 static void
 ik_worker_record(void)
 {
 	dlist_mutable_iter it;
-	bool		any = false;
+	List	   *recorded = NIL;
+	List	   *queue_jobs = NIL;
+	List	   *fallbacks = NIL;
+	ListCell   *lc;
 	TimestampTz now = GetCurrentTimestamp();
 
+	ik_worker_begin("imagekit: recording jobs");
+	if (!ik_queue_installed())
+	{
+		ik_worker_commit();
+		ik_worker_exit(IK_EXIT_NOT_INSTALLED);
+	}
 	dlist_foreach_modify(it, ik_jobs_list())
 	{
 		IkJob	   *job = dlist_container(IkJob, node, it.cur);
 		IkFinishOutcome outcome;
+		MemoryContext old;
 
 		if (job->phase != IK_PHASE_FINISHED || job->record_after > now)
 			continue;
-		ik_worker_begin("imagekit: recording a job");
-		if (!ik_queue_installed())
-		{
-			ik_worker_commit();
-			ik_worker_exit(IK_EXIT_NOT_INSTALLED);
-		}
 		outcome = ik_queue_finish(&job->q, ik_token);
-		ik_worker_commit();
 		if (outcome == IK_FINISH_LATER)
 		{
 			/* an application holds the job's row: keep it, try again */
 			job->record_after = TimestampTzPlusMilliseconds(now, IK_RECORD_RETRY_MS);
 			continue;
 		}
+		/* (lists that outlive the transaction) */
+		old = MemoryContextSwitchTo(ik_loop_cxt);
+		recorded = lappend(recorded, job);
+		queue_jobs = lappend(queue_jobs, &job->q);
 		if (outcome == IK_FINISH_RECORDED && job->q.result == IK_JOB_FALLBACK)
-		{
-			ik_stats_count(IK_STAT_FALLBACKS, 1);
-			ik_worker_log_fallback(job);
-		}
-		ik_job_free(job);
-		any = true;
+			fallbacks = lappend(fallbacks, job);
+		MemoryContextSwitchTo(old);
 	}
-	if (any)
+	ik_queue_flush(queue_jobs, ik_token);
+	ik_worker_commit();
+
+	foreach(lc, fallbacks)
+	{
+		ik_stats_count(IK_STAT_FALLBACKS, 1);
+		ik_worker_log_fallback((IkJob *) lfirst(lc));
+	}
+	foreach(lc, recorded)
+		ik_job_free((IkJob *) lfirst(lc));
+	if (recorded != NIL)
 	{
 		pgstat_report_stat(false);
 		/* a result may have put a re-pointed job back in the queue */
 		ik_claim_wanted = true;
 	}
+}
+
+/*
+ * When the finished jobs are to be recorded: at once when nothing else is
+ * under way (the commit-to-URL latency of a quiet table), otherwise once
+ * half a batch has finished or the first of them has waited
+ * IK_RECORD_DELAY_MS, so that a busy worker records many jobs per
+ * transaction.  A job an application held (record_after) waits for that.
+ * Returns 0 when nothing is finished.
+ */
+static TimestampTz
+ik_worker_record_at(void)
+{
+	dlist_iter	it;
+	TimestampTz at = 0;
+	int			n = 0;
+
+	dlist_foreach(it, ik_jobs_list())
+	{
+		IkJob	   *job = dlist_container(IkJob, node, it.cur);
+		TimestampTz t;
+
+		if (job->phase != IK_PHASE_FINISHED)
+			continue;
+		t = Max(job->record_after,
+				TimestampTzPlusMilliseconds(job->finished_at, IK_RECORD_DELAY_MS));
+		if (at == 0 || t < at)
+			at = t;
+		if (job->record_after <= GetCurrentTimestamp())
+			n++;
+	}
+	if (n > 0 && (n >= Max(1, ik_jobs_concurrency() / 2) ||
+				  ik_jobs_requests() == 0))
+		return GetCurrentTimestamp();
+	return at;
+}
+
+static bool
+ik_worker_record_due(void)
+{
+	TimestampTz at = ik_worker_record_at();
+
+	return at != 0 && at <= GetCurrentTimestamp();
 }
 
 /*
@@ -243,6 +315,8 @@ ik_worker_may_claim(void)
 	warned = true;
 	return false;
 }
+
+static bool ik_worker_should_claim(void);
 
 /*
  * One transaction: dedup downloaded jobs, move the inbox into the queue,
@@ -280,13 +354,19 @@ ik_worker_queue_and_claim(void)
 		ik_queue_requeue_lost();
 		ik_queue_housekeeping(ik_guc_job_retention, IK_RETENTION_BATCH);
 		ik_leases_checked = now;
+		ik_queue_wanted = true;
+	}
+	if (ik_shmem_worker_wakes(ik_slot) != ik_wakes_seen)
+	{
+		ik_wakes_seen = ik_shmem_worker_wakes(ik_slot);
+		ik_queue_wanted = true;
 	}
 
 	ik_jobs_look_up();
-	room = ik_jobs_concurrency() - ik_jobs_active();
+	room = ik_jobs_capacity() - ik_jobs_active();
 
 	ik_more_to_queue = false;
-	if (ik_guc_enabled && ik_claim_wanted)
+	if (ik_guc_enabled && ik_claim_wanted && ik_queue_wanted)
 	{
 		int			moved = ik_queue_absorb_inbox(IK_INBOX_BATCH);
 		int64		backfilled = 0;
@@ -303,13 +383,15 @@ ik_worker_queue_and_claim(void)
 
 		/* more: come back soon */
 		ik_more_to_queue = (moved == IK_INBOX_BATCH || backfilling);
+		ik_queue_wanted = ik_more_to_queue;
 		if (moved > 0 || backfilled > 0)
 			ik_wake_on_commit();	/* the other workers can help */
 		if (!ik_worker_may_claim())
 			ik_claim_wanted = ik_more_to_queue; /* until woken again */
 	}
 
-	if (ik_worker_may_claim() && ik_claim_wanted && room > 0)
+	/* (this transaction may be for look-ups only: claim when it is time) */
+	if (ik_worker_should_claim())
 	{
 		int			limit = Min(room, ik_guc_batch_size);
 		List	   *claimed = ik_jobs_claim(ik_token, limit);
@@ -327,7 +409,7 @@ ik_worker_queue_and_claim(void)
 			/* the queue is drained for now */
 			ik_claim_wanted = false;
 			ik_next_due = 0;
-			if (room - list_length(claimed) == ik_jobs_concurrency())
+			if (room - list_length(claimed) == ik_jobs_capacity())
 			{
 				/* and we are idle: sleep until the next due job */
 				long		due = ik_queue_next_due_ms();
@@ -355,19 +437,20 @@ ik_worker_should_queue(void)
 
 /*
  * Whether to claim now: when idle at once (latency), otherwise only once
- * there is room for a good part of a batch, so that a busy worker runs one
- * claim per several jobs rather than one per job.
+ * half the jobs claimed ahead have started, so that a busy worker runs one
+ * full claim per many jobs while the rest claimed ahead keep its HTTP
+ * slots busy.
  */
 static bool
 ik_worker_should_claim(void)
 {
 	int			active = ik_jobs_active();
-	int			room = ik_jobs_concurrency() - active;
+	int			room = ik_jobs_capacity() - active;
 
 	if (!ik_claim_wanted || room <= 0 || !ik_worker_may_claim())
 		return false;
 	return active == 0 ||
-		room >= Max(1, Min(ik_guc_batch_size, ik_jobs_concurrency() / 4));
+		room >= Max(1, (ik_jobs_capacity() - ik_jobs_concurrency()) / 2);
 }
 
 /* How long the next wait may last. */
@@ -388,7 +471,7 @@ ik_worker_wait_ms(void)
 	if (ik_jobs_has_phase(IK_PHASE_HASHED))
 		wait = Min(wait, 50);
 	if (ik_jobs_has_phase(IK_PHASE_FINISHED))
-		wait = Min(wait, IK_RECORD_RETRY_MS);	/* a job kept to record later */
+		wait = Min(wait, Max(0, (long) ((ik_worker_record_at() - now) / 1000)));
 	if (ik_more_to_queue && ik_claim_wanted)
 		wait = 0;
 	if (ik_backfill_after != 0)
@@ -423,6 +506,8 @@ ik_worker_wait(void)
 	/* woken by a commit, or idle long enough to look anyway */
 	if ((rc & WL_LATCH_SET) || ((rc & WL_TIMEOUT) && ik_jobs_count() == 0))
 		ik_claim_wanted = true;
+	if ((rc & WL_TIMEOUT) && ik_jobs_count() == 0)
+		ik_queue_wanted = true;
 	ik_jobs_collect();
 }
 
@@ -479,7 +564,7 @@ ik_worker_main(Datum arg)
 			ProcessConfigFile(PGC_SIGHUP);
 			/* a new key: a refusal of the old one says nothing of it */
 			(void) ik_protocol_key_generation();
-			ik_claim_wanted = true;
+			ik_claim_wanted = ik_queue_wanted = true;
 		}
 		if (ik_shmem_worker_should_stop(ik_slot))
 			ik_worker_exit(IK_EXIT_STOPPED);
@@ -501,7 +586,7 @@ ik_worker_main(Datum arg)
 		}
 
 		/* 1. */
-		if (ik_serving && ik_jobs_has_phase(IK_PHASE_FINISHED))
+		if (ik_serving && ik_worker_record_due())
 			ik_worker_record();
 		if (ik_next_due != 0 && ik_next_due <= GetCurrentTimestamp())
 		{
@@ -510,7 +595,7 @@ ik_worker_main(Datum arg)
 		}
 		if (ik_backfill_after != 0 && ik_backfill_after <= GetCurrentTimestamp())
 		{
-			ik_claim_wanted = true;
+			ik_claim_wanted = ik_queue_wanted = true;
 			ik_backfill_after = 0;
 		}
 		/* 2. */
@@ -519,7 +604,7 @@ ik_worker_main(Datum arg)
 		{
 			ik_worker_queue_and_claim();
 			/* dedup hits are finished at once */
-			if (ik_jobs_has_phase(IK_PHASE_FINISHED))
+			if (ik_worker_record_due())
 				ik_worker_record();
 		}
 

@@ -123,11 +123,12 @@ my $tsdir = PostgreSQL::Test::Utils::tempdir();
 sq('postgres', "CREATE TABLESPACE elsewhere LOCATION '$tsdir'");
 log_quiet('before the DDL');
 
+my $next_row = 1000;	# rows of their own for each DDL (ids never reused)
 sub while_draining
 {
 	my ($db, $ddl, $what) = @_;
-	my ($from, $to) = (1000 + int(rand(100000)), 0);
-	$to = $from + 19;
+	my ($from, $to) = ($next_row, $next_row + 19);
+	$next_row += 20;
 	insert_rows($db, $from, $to);
 	ok($node->poll_query_until($db, "SELECT count(*) > 0 FROM imagekit.jobs WHERE state = 'in_flight'"),
 		"$what: jobs in flight");
