@@ -741,43 +741,53 @@ def png_chunk(kind, payload):
     return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", crc)
 
 
-def source_png(seed, size):
-    """A valid 64x64 RGB PNG, deterministic in ``seed``, of ``size`` bytes.
-
-    The pixels are 4x4 tiles of seeded colours (a few hundred bytes once
-    compressed); a private ancillary chunk ("raNd") of seeded random bytes pads
-    the file to exactly ``size`` bytes (when ``size`` is smaller than the bare
-    image, the bare image is returned).
-    """
+def tiles_png(seed):
+    """A bare valid 64x64 RGB PNG of 4x4 tiles, their colours drawn from ``seed``."""
     rng = random.Random(seed)
     palette = [rng.randbytes(3) for _ in range(16)]
     # 64 rows of 4 tiles (a filter byte first), 16 identical rows per tile row
     rows = b"".join((b"\x00" + b"".join(palette[ty * 4 + tx] * 16 for tx in range(4))) * 16
                     for ty in range(4))
     head = b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", struct.pack(">IIBBBBB", 64, 64, 8, 2, 0, 0, 0))
-    body = png_chunk(b"IDAT", zlib.compress(rows, 9))
-    tail = png_chunk(b"IEND", b"")
-    bare = len(head) + len(body) + len(tail)
-    pad = size - bare - 12
-    if pad < 0:
-        return head + body + tail
-    return head + body + png_chunk(b"raNd", rng.randbytes(pad)) + tail
+    return head + png_chunk(b"IDAT", zlib.compress(rows, 9)), png_chunk(b"IEND", b"")
 
 
-SOURCE_CACHE_MAX = 128 * 1024            # bodies up to this size are kept ...
-SOURCE_CACHE_ENTRIES = 256              # ... this many, the most recently used
+SOURCE_PICTURE = tiles_png("imagekit stand-in")
 
 
-@functools.lru_cache(maxsize=SOURCE_CACHE_ENTRIES)
-def small_source_png(seed, size):
-    return source_png(seed, size)
+PADDED_CACHE_MAX = 4 * 1024 * 1024     # the padding of sources up to this size is kept
 
 
-def cached_source_png(seed, size):
-    """source_png(), kept for the sources downloaded again (dedup, retries)."""
-    if size <= SOURCE_CACHE_MAX:
-        return small_source_png(seed, size)
-    return source_png(seed, size)
+def padded_prefix(size):
+    """The picture and its "raNd" chunk up to the seed's digest, for ``size``
+    bytes in all, with the CRC so far (sizes up to PADDED_CACHE_MAX are kept)."""
+    body, tail = SOURCE_PICTURE
+    pad = size - len(body) - len(tail) - 12
+    data = b"raNd" + bytes(pad - 32)
+    return body + struct.pack(">I", pad) + data, zlib.crc32(data)
+
+
+cached_padded_prefix = functools.lru_cache(maxsize=16)(padded_prefix)
+
+
+def source_png(seed, size):
+    """A valid 64x64 RGB PNG of ``size`` bytes, deterministic in ``seed``.
+
+    The picture is 4x4 tiles of colours; a private ancillary chunk ("raNd")
+    pads the file to exactly ``size`` bytes and ends with the SHA-256 of the
+    seed, so that different seeds give different bytes (the rest of it is
+    zeros: a source costs a copy, so that the stand-in serves downloads
+    faster than a worker takes them).  When ``size`` leaves no room for that
+    chunk, the tiles' colours are drawn from the seed instead and the bare
+    picture is returned.
+    """
+    body, tail = SOURCE_PICTURE
+    if size - len(body) - len(tail) - 12 < 32:
+        body, tail = tiles_png(seed)
+        return body + tail
+    prefix, crc = (cached_padded_prefix if size <= PADDED_CACHE_MAX else padded_prefix)(size)
+    digest = hashlib.sha256(str(seed).encode("utf-8")).digest()
+    return b"".join((prefix, digest, struct.pack(">I", zlib.crc32(digest, crc)), tail))
 
 
 def source_html(name):
@@ -1052,7 +1062,7 @@ class Handler:
             self.send_json(404, {"message": "Not Found", "help": HELP})
             return 404
         if match:
-            data = cached_source_png(match.group(1), int(match.group(2)))
+            data = source_png(match.group(1), int(match.group(2)))
             self.send_bytes(200, data, "image/png", head_only=head_only)
         else:
             self.send_bytes(200, source_html(name), "text/html; charset=utf-8",
