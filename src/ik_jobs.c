@@ -20,8 +20,11 @@
  * content (<sha256>.<ext>, useUniqueFileName=false), so that a repeated
  * upload replaces the same file.
  *
- * Dedup is three-fold: another job in memory (WAITING), imagekit.assets,
- * and other workers (the content hash's upload lock, ik_assets.c): a job
+ * Dedup is three-fold: another job in memory (WAITING while it uploads,
+ * or its result at once when it is done but not recorded yet),
+ * imagekit.assets, and other workers (the content hash's upload lock,
+ * ik_assets.c; a lock this process holds is taken again, so it never
+ * stands for another job in memory): a job
  * whose lock another process holds stays HASHED and looks again shortly.
  *
  * Memory: each job is a context of its own under "imagekit jobs", which
@@ -140,6 +143,8 @@ ik_job_finish_waiters(IkJob *leader)
 	}
 }
 
+static void ik_job_copy_asset(IkJob *job, const IkUploadResult *from);
+
 /* Its options as they travel, once; why they cannot be sent, or NULL. */
 static char *
 ik_job_table_options(IkJob *job)
@@ -252,6 +257,17 @@ ik_job_look_up(IkJob *job)
 	{
 		IkJob	   *other = dlist_container(IkJob, node, it.cur);
 
+		/* done, but its asset not recorded yet (the worker records in batches) */
+		if (other != job && other->phase == IK_PHASE_FINISHED &&
+			other->q.result == IK_JOB_DONE &&
+			(other->q.uploaded || other->q.dedup_hit) &&
+			strcmp(other->q.hash, job->q.hash) == 0 &&
+			strcmp(other->q.options_digest, job->q.options_digest) == 0)
+		{
+			ik_job_copy_asset(job, &other->q.asset);
+			ik_job_dedup_hit(job, other->q.url);
+			return;
+		}
 		if (other != job &&
 			(other->phase == IK_PHASE_UPLOAD || other->phase == IK_PHASE_UPLOADING) &&
 			strcmp(other->q.hash, job->q.hash) == 0 &&
