@@ -37,7 +37,7 @@ const { values: opt } = parseArgs({
 		pguser: { type: 'string', default: 'postgres' }, pgdatabase: { type: 'string', default: 'postgres' },
 		pgbin: { type: 'string', default: process.env.IK_PG_BIN ?? '/usr/lib/postgresql/15/bin' },
 		standin: { type: 'string' }, 'standin-pid': { type: 'string' }, key: { type: 'string' },
-		workdir: { type: 'string' }, scenarios: { type: 'string', default: '1,2,3,4,5,6,7' },
+		workdir: { type: 'string' }, scenarios: { type: 'string', default: '1,2,3,4,5,6,7,8,9,10' },
 		smoke: { type: 'boolean', default: false }, markdown: { type: 'string' },
 	},
 });
@@ -51,9 +51,11 @@ const C = 32;
 const P = SMOKE ? {
 	n: 40, distinct3: 10, n4: 6, repeats4: 2, n5: 10,
 	pgbenchSecs: 1, pgbenchRounds: 1, bulkRows: 2000, bulkRounds: 1, secs7: 1, wrkSecs: 1, timeoutS: 40,
+	n8: 3000, distinct8: 30, drains8: 2, n10: 2000,
 } : {
 	n: 2000, distinct3: 500, n4: 500, repeats4: 5, n5: 200,
 	pgbenchSecs: 10, pgbenchRounds: 3, bulkRows: 100000, bulkRounds: 3, secs7: 10, wrkSecs: 5, timeoutS: 600,
+	n8: 1_000_000, distinct8: 1000, drains8: 2, n10: 200_000,
 };
 const KB20 = 20000;
 const MB2 = 2 * 1024 * 1024;
@@ -121,13 +123,20 @@ function tcpActiveOpens() {
 
 // the launcher starts the database's worker once the extension is there
 async function workerPid() {
+	return (await workerPids(1, 'postgres'))[0];
+}
+
+// the pids of the "count" workers serving "datname", once they all serve
+async function workerPids(count, datname) {
 	let rows = [];
 	for (let i = 0; i < 200; i++) {
-		rows = await q("SELECT pid FROM pg_stat_activity WHERE backend_type = 'imagekit worker'");
-		if (rows.length === 1) return rows[0].pid;
+		rows = await q(`SELECT w.pid FROM imagekit.workers w
+		                 WHERE w.kind = 'worker' AND w.datname = $1 AND w.state = 'serving' AND w.pid IS NOT NULL
+		                 ORDER BY w.pid`, [datname]);
+		if (rows.length === count) return rows.map((r) => r.pid);
 		await sleep(50);
 	}
-	throw new HarnessError(`expected one imagekit worker, found ${rows.length}`);
+	throw new HarnessError(`expected ${count} imagekit worker(s) serving ${datname}, found ${rows.length}`);
 }
 
 async function setConf(name, value) {
@@ -682,16 +691,214 @@ async function scenario7() {
 		'CPU is the pgbench session\'s backend (sampled every 50 ms); CPU ms/img is per call.');
 }
 
+
+// 8. A backlog: n8 rows over distinct8 images, inserted at once, drained
+// drains8 times in a row (new rows and new images each time), with a short
+// job retention so that the workers remove finished jobs meanwhile.
+async function scenario8() {
+	const n = P.n8;
+	const step = n / 10;
+	log(`scenario 8: a backlog of ${n} rows over ${P.distinct8} images, ${P.drains8} drains`);
+	await setConf('imagekit.job_retention', '1min');
+	await resetAll(0);
+	await ext.prepare();
+	const pid = ext.pid;
+	const jobsSize = async () => Number((await q1("SELECT pg_total_relation_size('imagekit.jobs') AS b")).b);
+	const sizes = [await jobsSize()];
+	const drains = [];
+	for (let d = 0; d < P.drains8; d++) {
+		const base = nextSeedBase();
+		const cpu0 = cpuSeconds(pid);
+		const t0 = process.hrtime.bigint();
+		const xid = await insertRows(n, P.distinct8, KB20, base);
+		const insertS = Number(process.hrtime.bigint() - t0) / 1e9;
+		const start = Date.now();
+		const samples = [{ at: 0, done: 0 }];  // rows done, seconds since the insert
+		const statusMs = [];
+		const rss = [];
+		for (;;) {
+			const s0 = process.hrtime.bigint();
+			const st = await q1(`SELECT coalesce(sum(queued + in_flight), 0)::bigint AS left
+			                      FROM imagekit.status WHERE tbl = 'coffee_images'::regclass`);
+			statusMs.push(Number(process.hrtime.bigint() - s0) / 1e6);
+			const done = n - Number(st.left);
+			const at = (Date.now() - start) / 1000;
+			rss.push({ done, bytes: rssBytes(pid) });
+			samples.push({ at, done });
+			if (Number(st.left) === 0) break;
+			if (at > Math.max(P.timeoutS, n / 50)) throw new HarnessError(`scenario 8: ${st.left} jobs left after ${at} s`);
+			await sleep(250);
+		}
+		// when each tenth was done, between the samples around it
+		const crossing = (target) => {
+			const i = samples.findIndex((x) => x.done >= target);
+			const [a, b] = [samples[i - 1], samples[i]];
+			return a.at + (b.at - a.at) * (target - a.done) / (b.done - a.done);
+		};
+		const marks = Array.from({ length: 10 }, (_, k) => crossing((k + 1) * step));
+		await waitDrained(60, 'scenario 8');
+		const cpu = cpuSeconds(pid) - cpu0;
+		const { s: wall, fallbacks } = await drainWall(xid);
+		const steady = rss.filter((r) => r.done >= step).map((r) => r.bytes);
+		const rates = marks.map((t, i) => step / (t - (i === 0 ? 0 : marks[i - 1])));
+		sizes.push(await jobsSize());
+		const sorted = [...statusMs].sort((a, b) => a - b);
+		drains.push({
+			wall, cpu, insertS, fallbacks, rates,
+			rssMin: Math.min(...(steady.length ? steady : [0])), rssMax: Math.max(...(steady.length ? steady : [0])),
+			statusMax: sorted[sorted.length - 1], statusP99: sorted[Math.min(sorted.length - 1, Math.ceil(0.99 * sorted.length) - 1)],
+			samples: statusMs.length,
+		});
+	}
+	const st = await standin('stats');
+	await setConf('imagekit.job_retention', '7d');
+	await resetAll(0);
+	const spec = { n, size: KB20, latency: 0 };
+	drains.forEach((d, i) => {
+		const flat = d.rssMax <= 1.1 * d.rssMin;
+		const minRate = Math.min(...d.rates);
+		const medRate = median(d.rates);
+		const row = drainRow(8, `imagekit_ext, drain ${i + 1}`, spec, { wall: d.wall, cpu: d.cpu, peak: d.rssMax, uploads: i === drains.length - 1 ? st.uploads : '' }, null, {
+			result: `${fmt(n / d.wall, 0)} images/s; per ${step >= 1000 ? `${step / 1000}k` : step}: ${d.rates.map((r) => fmt(r, 0)).join(', ')}; ` +
+				`worker RSS ${mb(d.rssMin)}-${mb(d.rssMax)} MB; imagekit.status max ${fmt(d.statusMax, 1)} ms (p99 ${fmt(d.statusP99, 1)}, ${d.samples} samples); ` +
+				`imagekit.jobs ${mb(sizes[i + 1])} MB after`,
+			target: 'steady rate; RSS flat within 10 %; status < 50 ms',
+		});
+		row.met = yes(flat && d.statusMax < 50 && minRate >= 0.5 * medRate);
+	});
+	notes.push(`8. Backlog: ${n} rows over ${P.distinct8} images of 20 KB (${n / P.distinct8} rows each), one INSERT ... SELECT ` +
+		`(${drains.map((d) => fmt(d.insertS, 1)).join(', ')} s), drained ${P.drains8} times with new rows and images; imagekit.job_retention = 1min ` +
+		'during the scenario. Progress, the worker\'s RSS and the time of a SELECT from imagekit.status are read every 0.25 s; ' +
+		`"per ${step >= 1000 ? `${step / 1000}k` : step}" is the rate (images/s) of each tenth of the backlog; RSS is over the drain after its first tenth. ` +
+		`imagekit.jobs (table and indexes): ${sizes.map((b) => `${mb(b)} MB`).join(' -> ')} (before, after each drain). ` +
+		`Fallbacks: ${drains.map((d) => d.fallbacks).join(', ')}; uploads over all drains ${st.uploads}; CPU is the worker's.`);
+}
+
+// 9. Scenario 2 with two workers in one database, and with one worker in
+// each of two databases draining at once.
+async function scenario9() {
+	const spec = { n: P.n, distinct: P.n, size: KB20, latency: 0 };
+	log('scenario 9: two workers, and two databases');
+	const one = await drain(ext, spec);
+
+	// two workers in one database
+	await setConf('imagekit.workers', '2');
+	await resetAll(0);
+	await setAttached(true);
+	const pids = await workerPids(2, pgConn.database);
+	const cpu0 = pids.map(cpuSeconds);
+	const xid = await insertRows(spec.n, spec.n, KB20, nextSeedBase());
+	await waitDrained(P.timeoutS, 'scenario 9, two workers');
+	const cpu2 = pids.map((p, i) => cpuSeconds(p) - cpu0[i]);
+	const two = await drainWall(xid);
+	await setConf('imagekit.workers', '1');
+	await resetAll(0);
+	await workerPids(1, pgConn.database);
+
+	// two databases, one worker each
+	const other = 'bench_b';
+	if (!(await q1('SELECT count(*)::int AS n FROM pg_database WHERE datname = $1', [other])).n) {
+		await q(`CREATE DATABASE ${other}`);
+	}
+	const db2 = new pg.Client({ ...pgConn, database: other, application_name: 'imagekit-bench-driver' });
+	await db2.connect();
+	await db2.query('CREATE EXTENSION IF NOT EXISTS imagekit_ext');
+	if (!(await db2.query("SELECT to_regclass('coffee_images') IS NOT NULL AS t")).rows[0].t) {
+		execFileSync(join(opt.pgbin, 'psql'), ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '-h', pgConn.host,
+			'-p', String(pgConn.port), '-U', pgConn.user, '-d', other, '-f', join(root, 'migrations', 'coffee_images.sql')],
+		{ stdio: ['ignore', 'ignore', 'inherit'] });
+	}
+	await db2.query('TRUNCATE coffee_images, imagekit.jobs, imagekit.inbox, imagekit.assets, imagekit.job_counts');
+	const pidA = (await workerPids(1, pgConn.database))[0];
+	const pidB = (await workerPids(1, other))[0];
+	const cpuAB0 = [cpuSeconds(pidA), cpuSeconds(pidB)];
+	const insert2 = async (client, base) => {
+		await client.query('BEGIN');
+		const { x } = (await client.query('SELECT pg_current_xact_id()::text AS x')).rows[0];
+		await client.query(`INSERT INTO coffee_images (coffee_id, url)
+		                    SELECT $1::bigint + g, $2 || '/source/img-' || ($1::bigint + g) || '-' || $3 || '.png'
+		                      FROM generate_series(1, $4) g`, [base, STANDIN, KB20, spec.n]);
+		return x;
+	};
+	const xa = await insert2(db, nextSeedBase());
+	const xb = await insert2(db2, nextSeedBase());
+	await Promise.all([db.query('COMMIT'), db2.query('COMMIT')]);
+	for (;;) {
+		const left = (await q1('SELECT count(*)::int AS n FROM coffee_images WHERE imagekit_url IS NULL')).n +
+			(await db2.query('SELECT count(*)::int AS n FROM coffee_images WHERE imagekit_url IS NULL')).rows[0].n;
+		if (left === 0) break;
+		await sleep(20);
+	}
+	const cpuAB = [cpuSeconds(pidA) - cpuAB0[0], cpuSeconds(pidB) - cpuAB0[1]];
+	// from the first insert's commit to the last URL's, across both databases
+	const span = async (client, x) => (await client.query(`SELECT extract(epoch FROM pg_xact_commit_timestamp(($1::bigint % 4294967296)::text::xid))::float8 AS t0,
+	                                                              extract(epoch FROM max(pg_xact_commit_timestamp(xmin)))::float8 AS t1 FROM coffee_images`, [x])).rows[0];
+	const a = await span(db, xa);
+	const b = await span(db2, xb);
+	const wallAB = Math.max(a.t1, b.t1) - Math.min(a.t0, b.t0);
+	await db2.query('TRUNCATE coffee_images, imagekit.jobs, imagekit.inbox, imagekit.assets, imagekit.job_counts');
+	await db2.end();
+	await resetAll(0);
+
+	const rate = (images, wall) => images / wall;
+	drainRow(9, 'imagekit_ext, 1 worker', spec, one, null, { result: `${fmt(rate(spec.n, one.wall), 0)} images/s` });
+	drainRow(9, 'imagekit_ext, 2 workers, 1 database', spec, { wall: two.s, cpu: cpu2[0] + cpu2[1] }, null, {
+		result: `${fmt(rate(spec.n, two.s), 0)} images/s (${fmt(one.wall / two.s)} x 1 worker); CPU per worker ${cpu2.map((c) => fmt(c)).join(' + ')} s`,
+	});
+	drainRow(9, 'imagekit_ext, 2 databases, 1 worker each', { ...spec, n: 2 * spec.n }, { wall: wallAB, cpu: cpuAB[0] + cpuAB[1] }, null, {
+		result: `${fmt(rate(2 * spec.n, wallAB), 0)} images/s (${fmt(rate(2 * spec.n, wallAB) / rate(spec.n, one.wall))} x 1 worker); ` +
+			`CPU per worker ${cpuAB.map((c) => fmt(c)).join(' + ')} s`,
+	});
+	notes.push(`9. Scenario 2's drain (${spec.n} x 20 KB, latency 0) by one worker, by two workers of one database ` +
+		'(imagekit.workers = 2), and by one worker in each of two databases, each with its own ' +
+		`${spec.n} rows, inserted and committed together (wall: the first insert's commit to the last URL's commit ` +
+		'in either database). CPU is the workers\' together. The stand-in, the workers and PostgreSQL share the two cores.');
+}
+
+// 10. Delivery URLs: imagekit.url() in one session against the Node SDK's
+// helper.buildSrc() in one process, unsigned and signed.
+async function scenario10() {
+	const n = P.n10;
+	log(`scenario 10: ${n} delivery URLs, imagekit.url() and buildSrc()`);
+	const endpoint = (await q1("SELECT current_setting('imagekit.url_endpoint') AS e")).e;
+	const sql = async (signed) => {
+		const make = (m) => `SELECT count(imagekit.url('/coffee/img-' || g || '.jpg', 'w-300,h-200'${signed ? ', signed => true' : ''}))
+		                     FROM generate_series(1, ${m}) g`;
+		await q(make(n / 10));          // warm-up
+		const t0 = process.hrtime.bigint();
+		await q(make(n));
+		return n / (Number(process.hrtime.bigint() - t0) / 1e9);
+	};
+	const unsigned = await sql(false);
+	const signed = await sql(true);
+	const first = (await q1("SELECT imagekit.url('/coffee/img-1.jpg', 'w-300,h-200') AS u")).u;
+	const firstSigned = (await q1("SELECT imagekit.url('/coffee/img-1.jpg', 'w-300,h-200', signed => true) AS u")).u;
+	const node = JSON.parse(execFileSync(process.execPath, [join(here, 'urls.mjs'), String(n), endpoint, opt.key]).toString());
+	const same = first === node.first && firstSigned === node.first_signed;
+	otherRow(10, 'imagekit.url(), one session', {
+		result: `${fmt(unsigned, 0)} URLs/s unsigned, ${fmt(signed, 0)} signed (${fmt(unsigned / node.unsigned)} x and ${fmt(signed / node.signed)} x the SDK's)`,
+	});
+	otherRow(10, 'Node SDK buildSrc(), one process', {
+		result: `${fmt(node.unsigned, 0)} URLs/s unsigned, ${fmt(node.signed, 0)} signed`,
+	});
+	notes.push(`10. ${n} URLs of '/coffee/img-<i>.jpg' with the transformation 'w-300,h-200': imagekit.url() in one ` +
+		'SELECT over generate_series (one session, timed by the driver), helper.buildSrc() of @imagekit/nodejs in a loop ' +
+		`(test/bench/urls.mjs, after a warm-up of a tenth); signed URLs never expire. The first URLs of both are ${same ? 'identical' : `DIFFERENT (${first} / ${node.first})`}.`);
+}
+
 // ---- main -----------------------------------------------------------------------------
 
-const scenarios = { 1: scenario1, 2: scenario2, 3: scenario3, 4: scenario4, 5: scenario5, 6: scenario6, 7: scenario7 };
+const scenarios = {
+	1: scenario1, 2: scenario2, 3: scenario3, 4: scenario4, 5: scenario5, 6: scenario6, 7: scenario7,
+	8: scenario8, 9: scenario9, 10: scenario10,
+};
 let serverVersion = 'PostgreSQL ?';
 const startLoad = loadavg().map((x) => x.toFixed(2)).join(' ');
 let status = 0;
 try {
 	await setup();
 	serverVersion = (await q1("SELECT split_part(version(), ' on ', 1) AS v")).v;
-	for (const s of [1, 2, 3, 4, 5, 6, 7]) if (wanted.has(s)) await scenarios[s]();
+	for (const s of [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]) if (wanted.has(s)) await scenarios[s]();
 } catch (err) {
 	status = 1;
 	console.error(`benchmark failed: ${err instanceof HarnessError ? err.message : err.stack}`);

@@ -6,7 +6,7 @@
 #
 #   bash test/bench/run.sh                      (as root; the full run takes a while)
 #   bash test/bench/run.sh --smoke              (tiny sizes, for CI: < 2 minutes)
-#   bash test/bench/run.sh --scenarios 1,2,5    (pick scenarios 1..7)
+#   bash test/bench/run.sh --scenarios 1,2,5    (pick scenarios 1..10)
 #   bash test/bench/run.sh --markdown out.md    (also write the table as markdown)
 #   bash test/bench/run.sh --keep               (keep the scratch directory and logs)
 #
@@ -18,7 +18,7 @@ set -euo pipefail
 bench_dir=$IK_ROOT/test/bench
 
 smoke=0
-scenarios=1,2,3,4,5,6,7
+scenarios=1,2,3,4,5,6,7,8,9,10
 markdown=
 keep=0
 while [ $# -gt 0 ]; do
