@@ -281,18 +281,18 @@ ik_job_look_up(IkJob *job)
 		}
 	}
 
+	/* one look-up: under the lock, or to see what its holder did */
 	old = MemoryContextSwitchTo(job->q.mcxt);
-	if (ik_asset_lookup(job->q.hash, job->q.options_digest, &job->q.asset))
-		ik_job_dedup_hit(job, job->q.asset.url);
-	else if (ik_asset_trylock(job->q.hash))
+	if (ik_asset_trylock(job->q.hash))
 	{
 		job->holds_lock = true;
-		/* the holder before us may have recorded it just now */
 		if (ik_asset_lookup(job->q.hash, job->q.options_digest, &job->q.asset))
 			ik_job_dedup_hit(job, job->q.asset.url);
 		else
 			job->phase = IK_PHASE_UPLOAD;
 	}
+	else if (ik_asset_lookup(job->q.hash, job->q.options_digest, &job->q.asset))
+		ik_job_dedup_hit(job, job->q.asset.url);
 	else
 	{
 		/* another worker uploads these bytes: look again shortly */

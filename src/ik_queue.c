@@ -18,10 +18,13 @@
  * lease expired, or whose token no running worker has (its worker died,
  * the server restarted, the row came from a dump), goes back to the queue.
  *
- * Completion checks that the job is still this worker's: same generation
- * (the triggers bump it when the row's source URL changes), in flight, and
- * held by this token.  A stale result is not written; the job goes back to
- * the queue.  The row is updated as the table's owner, only where its
+ * Completion is done for a batch of jobs in one transaction: their job
+ * rows are locked first, where the job is still this worker's (same
+ * generation: the triggers bump it when the row's source URL changes; in
+ * flight; held by this token), then each row is stored, and then the jobs
+ * and their assets are written, one statement each for the batch.  A stale
+ * result is not written; the job goes back to the queue.  The row is
+ * updated as the table's owner, only where its
  * source URL is still the one downloaded; when that updates nothing, the
  * row is looked up (as the worker) to tell a deleted row (the job ends)
  * from one whose source changed (the job follows it, should the triggers
@@ -55,6 +58,7 @@
 #include "nodes/makefuncs.h"
 #include "parser/parse_func.h"
 #include "storage/lmgr.h"
+#include "storage/proc.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
@@ -75,10 +79,21 @@
 /*
  * How long recording a result may wait for a lock held by someone else; a
  * result kept because its row was locked already waits only briefly, so
- * that many locked rows cost the worker little.
+ * that many locked rows cost the worker little.  Never more than half of
+ * deadlock_timeout: an application that waits for a lock of the worker's
+ * batch while the worker waits for one of its own is let go by the worker
+ * giving up, before the application's deadlock check could see the cycle.
  */
-#define IK_STORE_LOCK_TIMEOUT "50ms"
-#define IK_STORE_LOCK_TIMEOUT_PENDING "5ms"
+#define IK_STORE_LOCK_TIMEOUT_MS 50
+#define IK_STORE_LOCK_TIMEOUT_PENDING_MS 5
+
+static const char *
+ik_store_lock_timeout(bool pending)
+{
+	int			ms = pending ? IK_STORE_LOCK_TIMEOUT_PENDING_MS : IK_STORE_LOCK_TIMEOUT_MS;
+
+	return psprintf("%dms", Max(1, Min(ms, DeadlockTimeout / 2)));
+}
 /* how long the row update may take, the table's triggers included */
 #define IK_STORE_TIMEOUT_MS 5000
 /* when a result kept because its row was locked is tried again */
@@ -404,7 +419,7 @@ ik_step_blocked(ErrorData *edata)
  * option_attnums), as text, into the caller's memory context: as the
  * table's owner (the worker is a superuser; reading a row can run the
  * owner's code: a cast, an index expression), in a step (IkStep), without
- * waiting on a lock for more than IK_STORE_LOCK_TIMEOUT.  Returns false when
+ * waiting on a lock for more than IK_STORE_LOCK_TIMEOUT_MS.  Returns false when
  * the table is locked (or the read deadlocked: to try again later); sets
  * *error when the row cannot be read, *gone when it is not there.
  */
@@ -438,7 +453,7 @@ ik_queue_read_row_options(IkQueueJob *job, char **tags, char **meta,
 		args[0] = CStringGetTextDatum(job->row_key);
 
 		ik_step_as_owner(&step, job);
-		(void) set_config_option("lock_timeout", IK_STORE_LOCK_TIMEOUT,
+		(void) set_config_option("lock_timeout", ik_store_lock_timeout(false),
 								 PGC_SUSET, PGC_S_SESSION, GUC_ACTION_SAVE,
 								 true, 0, false);
 		SPI_connect();
@@ -630,39 +645,18 @@ ik_queue_claim(int slot, int64 token, int limit, int lease_ms,
 }
 
 /*
- * imagekit.record(), staged: lock the job's row if the job is still this
- * worker's (this generation, in flight, this token), and keep in the job
- * what to set ("state"; "attempts_delta" corrects the count the claim made;
- * "pending", done or fallback, keeps the result in the job, to be stored
- * later), for ik_queue_flush() to write with the rest of the batch.  The
- * lock is taken after the row's, in the order of the table's triggers.
- * Returns whether the job is still ours.
+ * imagekit.record(), staged: keep in the job what to set ("state";
+ * "attempts_delta" corrects the count the claim made; "pending", done or
+ * fallback, keeps the result in the job, to be stored later), for
+ * ik_queue_flush() to write with the rest of the batch, if the job is still
+ * this worker's (ik_queue_lock() locked it).  Returns whether it is.
  */
 static bool
-ik_queue_record(IkQueueJob *job, int64 token, const char *state,
-				int attempts_delta, long delay_ms, const char *url,
-				const char *pending)
+ik_queue_record(IkQueueJob *job, const char *state, int attempts_delta,
+				long delay_ms, const char *url, const char *pending)
 {
-	Oid			argtypes[3] = {INT8OID, INT4OID, INT8OID};
-	Datum		args[3] = {Int64GetDatum(job->id), Int32GetDatum(job->generation),
-	Int64GetDatum(token)};
-	bool		held;
-
-	/*
-	 * (The state is compared as an expression the partial indexes' predicate
-	 * does not match, so that the job is found by its key instead of by a
-	 * walk of every job in flight, which the planner finds as cheap.)
-	 */
-	SPI_connect();
-	if (ik_spi_execute("SELECT FROM imagekit.jobs WHERE id = $1 AND generation = $2"
-					   " AND state || '' = 'in_flight' AND lease_token = $3 FOR UPDATE",
-					   3, argtypes, args, NULL, false, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not lock imagekit job " INT64_FORMAT, job->id);
-	held = SPI_processed > 0;
-	SPI_finish();
-	if (!held)
+	if (!job->locked)
 		return false;
-
 	job->staged = true;
 	job->staged_state = state;
 	job->staged_attempts_delta = attempts_delta;
@@ -670,6 +664,88 @@ ik_queue_record(IkQueueJob *job, int64 token, const char *state,
 	job->staged_url = url;
 	job->staged_pending = pending;
 	return true;
+}
+
+/* The ids of "jobs" that the query "sql" ($1 ids, $2 generations, $3 token) returns. */
+static void
+ik_queue_jobs_found(const char *sql, IkQueueJob **jobs, int n, int64 token,
+					bool *found)
+{
+	Oid			argtypes[3] = {INT8ARRAYOID, INT4ARRAYOID, INT8OID};
+	Datum		args[3];
+	Datum	   *ids = palloc(sizeof(Datum) * n);
+	Datum	   *gens = palloc(sizeof(Datum) * n);
+
+	for (int i = 0; i < n; i++)
+	{
+		ids[i] = Int64GetDatum(jobs[i]->id);
+		gens[i] = Int32GetDatum(jobs[i]->generation);
+		found[i] = false;
+	}
+	args[0] = ik_spi_array(ids, NULL, n, INT8OID);
+	args[1] = ik_spi_array(gens, NULL, n, INT4OID);
+	args[2] = Int64GetDatum(token);
+	SPI_connect();
+	if (ik_spi_execute(sql, 3, argtypes, args, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not look up imagekit jobs");
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		bool		isnull;
+		int64		id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[r],
+													 SPI_tuptable->tupdesc, 1, &isnull));
+
+		for (int i = 0; i < n; i++)
+			found[i] |= (jobs[i]->id == id);
+	}
+	SPI_finish();
+}
+
+/*
+ * Lock the job rows of "jobs" (a batch about to be finished) that are still
+ * this worker's (this generation, in flight, this token), in one statement,
+ * in the caller's transaction: job->locked.  A job whose row another
+ * transaction holds (an application updating its row, whose trigger
+ * re-points the job) is not waited for: job->busy, kept for later.  Taken
+ * by the top-level transaction before the rows are stored, the locks make
+ * ik_queue_flush()'s UPDATE cost no MultiXact, as a subtransaction's lock
+ * would; an application that waits for one meanwhile waits for the batch
+ * (the worker never waits long for the application's locks, so the two
+ * cannot deadlock).  (The state is compared as an expression the partial
+ * indexes' predicate does not match, so that the jobs are found by their
+ * key instead of by a walk of every job in flight.)
+ */
+void
+ik_queue_lock(List *jobs, int64 token)
+{
+	int			n = list_length(jobs);
+	IkQueueJob **js = palloc(sizeof(IkQueueJob *) * Max(n, 1));
+	bool	   *locked = palloc(sizeof(bool) * Max(n, 1));
+	bool	   *ours = palloc(sizeof(bool) * Max(n, 1));
+	bool		all = true;
+	int			i = 0;
+	ListCell   *lc;
+
+	if (n == 0)
+		return;
+	foreach(lc, jobs)
+		js[i++] = (IkQueueJob *) lfirst(lc);
+	ik_queue_jobs_found("SELECT j.id FROM imagekit.jobs j"
+						" JOIN unnest($1, $2) AS k(id, gen) ON j.id = k.id AND j.generation = k.gen"
+						" WHERE j.id = ANY ($1) AND j.state || '' = 'in_flight' AND j.lease_token = $3"
+						" FOR UPDATE OF j SKIP LOCKED",
+						js, n, token, locked);
+	for (i = 0; i < n; i++)
+		all &= locked[i];
+	if (!all)
+		ik_queue_jobs_found("SELECT j.id FROM imagekit.jobs j"
+							" JOIN unnest($1, $2) AS k(id, gen) ON j.id = k.id AND j.generation = k.gen"
+							" WHERE j.id = ANY ($1) AND j.state || '' = 'in_flight' AND j.lease_token = $3",
+							js, n, token, ours);
+	for (i = 0; i < n; i++)
+	{
+		js[i]->locked = locked[i];
+		js[i]->busy = !all && !locked[i] && ours[i];
+	}
 }
 
 /* A stale result: put the job back in the queue if this worker holds it. */
@@ -982,7 +1058,7 @@ ik_queue_store(IkQueueJob *job, int64 token, const char *state,
 		if (stored == 0)
 			result = ik_queue_look_up_row(job, source, error);
 		if (result == IK_STORE_OK &&
-			!ik_queue_record(job, token, state, attempts_delta, 0, url, NULL))
+			!ik_queue_record(job, state, attempts_delta, 0, url, NULL))
 			result = IK_STORE_STALE;	/* re-pointed or re-claimed meanwhile */
 		ik_step_end(&step, result == IK_STORE_OK);
 	}
@@ -1019,6 +1095,13 @@ ik_queue_finish_job(IkQueueJob *job, int64 token)
 	char	   *source = NULL;
 	char	   *error = NULL;
 
+	/* no longer ours (ik_queue_lock()): its result is stale, not stored */
+	if (!job->locked)
+	{
+		ik_queue_requeue_if_held(job, token);
+		return IK_FINISH_RECORDED;
+	}
+
 	/* (an upload's asset is recorded by ik_queue_flush()) */
 	if (!job->uploaded && job->pending && job->result == IK_JOB_DONE &&
 		job->hash[0] != '\0')
@@ -1033,7 +1116,7 @@ ik_queue_finish_job(IkQueueJob *job, int64 token)
 	if (job->result == IK_JOB_RETRY || job->result == IK_JOB_HOLD)
 	{
 		/* a held job's attempt does not count */
-		if (!ik_queue_record(job, token, "queued",
+		if (!ik_queue_record(job, "queued",
 							 job->result == IK_JOB_HOLD ? -1 : 0,
 							 job->retry_delay_ms, NULL, NULL))
 			ik_queue_requeue_if_held(job, token);
@@ -1054,7 +1137,7 @@ ik_queue_finish_job(IkQueueJob *job, int64 token)
 	if (job->no_store)
 	{
 		/* even storing the fallback ended the worker: record it only */
-		if (!ik_queue_record(job, token, "fallback", 0, 0, NULL, NULL))
+		if (!ik_queue_record(job, "fallback", 0, 0, NULL, NULL))
 			ik_queue_requeue_if_held(job, token);
 		else if (job->notify_channel != NULL)
 			ik_queue_notify(job, "fallback", NULL);
@@ -1106,7 +1189,7 @@ ik_queue_finish_job(IkQueueJob *job, int64 token)
 			}
 		case IK_STORE_BLOCKED:
 			/* keep the result in the job; stored when the lock is gone */
-			if (!ik_queue_record(job, token, "queued", -1, IK_PARK_DELAY_MS,
+			if (!ik_queue_record(job, "queued", -1, IK_PARK_DELAY_MS,
 								 url, state))
 				ik_queue_requeue_if_held(job, token);
 			return IK_FINISH_PARKED;
@@ -1119,7 +1202,7 @@ ik_queue_finish_job(IkQueueJob *job, int64 token)
 			/* the message must outlive this transaction */
 			job->error = MemoryContextStrdup(job->mcxt, error);
 			job->url = NULL;
-			if (!ik_queue_record(job, token, "fallback", 0, 0, NULL, NULL))
+			if (!ik_queue_record(job, "fallback", 0, 0, NULL, NULL))
 				ik_queue_requeue_if_held(job, token);
 			else if (job->notify_channel != NULL)
 				ik_queue_notify(job, "fallback", NULL);
@@ -1131,11 +1214,9 @@ ik_queue_finish_job(IkQueueJob *job, int64 token)
 /*
  * Store the outcome of a job, and stage its record for ik_queue_flush(),
  * in a subtransaction; the caller finishes a batch of jobs in one
- * transaction.  Each job's locks are taken in the order an application
- * takes them (the table row by its UPDATE, then the job row by the enqueue
- * trigger), and none is waited on for more than IK_STORE_LOCK_TIMEOUT, so
- * an application that updates several rows at once waits at most that long
- * for a lock the batch holds, and never deadlocks with it.
+ * transaction, their job rows locked first (ik_queue_lock()).  No lock an
+ * application holds is waited on for more than IK_STORE_LOCK_TIMEOUT_MS (a
+ * locked table row keeps the result in the job, to be stored later).
  * IK_FINISH_LATER: even the job could not be recorded (an application
  * holds the job's row); the caller keeps it and tries again later.
  */
@@ -1148,8 +1229,10 @@ ik_queue_finish(IkQueueJob *job, int64 token)
 	int			nestlevel = NewGUCNestLevel();
 
 	job->staged = false;
+	if (job->busy)
+		return IK_FINISH_LATER; /* another transaction holds its job row */
 	(void) set_config_option("lock_timeout",
-							 job->pending ? IK_STORE_LOCK_TIMEOUT_PENDING : IK_STORE_LOCK_TIMEOUT,
+							 ik_store_lock_timeout(job->pending),
 							 PGC_SUSET, PGC_S_SESSION, GUC_ACTION_SAVE,
 							 true, 0, false);
 	BeginInternalSubTransaction(NULL);
@@ -1174,7 +1257,7 @@ ik_queue_finish(IkQueueJob *job, int64 token)
 		MemoryContextSwitchTo(mcxt);
 		CurrentResourceOwner = owner;
 		FreeErrorData(edata);
-		job->staged = false;	/* its lock went with the subtransaction */
+		job->staged = false;	/* what it staged went with the subtransaction */
 		outcome = IK_FINISH_LATER;
 	}
 	PG_END_TRY();

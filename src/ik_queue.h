@@ -87,9 +87,13 @@ typedef struct IkQueueJob
 	int			http_status;
 	long		retry_delay_ms;
 
+	/* what ik_queue_lock() found of its job row, in this transaction */
+	bool		locked;			/* still this worker's, and locked */
+	bool		busy;			/* still this worker's, held by another */
+
 	/*
-	 * What ik_queue_finish() found to record (its job row locked), for
-	 * ik_queue_flush() to write together with the batch's other jobs.
+	 * What ik_queue_finish() found to record, for ik_queue_flush() to write
+	 * together with the batch's other jobs.
 	 */
 	bool		staged;
 	const char *staged_state;
@@ -108,6 +112,7 @@ extern bool ik_queue_backfill_step(int limit, int64 *queued);
 extern void ik_queue_housekeeping(int retention_s, int limit);
 extern List *ik_queue_claim(int slot, int64 token, int limit, int lease_ms,
 							MemoryContext parent, Size job_size);
+extern void ik_queue_lock(List *jobs, int64 token);
 extern IkFinishOutcome ik_queue_finish(IkQueueJob *job, int64 token);
 extern void ik_queue_flush(List *jobs, int64 token);
 extern long ik_queue_next_due_ms(void);

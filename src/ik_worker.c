@@ -94,6 +94,12 @@ static TimestampTz ik_leases_checked = 0;
 #define IK_RECORD_RETRY_MS 1000
 /* a finished job waits at most this long for others to record it with */
 #define IK_RECORD_DELAY_MS 50
+/*
+ * A batch takes no new job after this long, so that an application waits
+ * for the locks of a batch (its job rows) about this long at most, unless
+ * a table's own triggers make one store slow.
+ */
+#define IK_RECORD_BUDGET_MS 50
 #define IK_INBOX_BATCH 10000
 #define IK_BACKFILL_BATCH 10000
 #define IK_RETENTION_BATCH 10000
@@ -183,10 +189,11 @@ ik_worker_exit(IkExitReason reason)
 }
 
 /*
- * Record the finished jobs, all in one transaction: each job's row is
- * stored, and its record staged, in a subtransaction of its own
- * (ik_queue_finish()), and then the batch's assets and records are written
- * in one statement each (ik_queue_flush()).  Jobs are freed once that has
+ * Record the finished jobs, all in one transaction: their job rows are
+ * locked in one statement (ik_queue_lock()), each job's row is stored, and
+ * its record staged, in a subtransaction of its own (ik_queue_finish()),
+ * and then the batch's assets and records are written in one statement
+ * each (ik_queue_flush()).  Jobs are freed once that has
  * committed, so a job's upload lock on its content lasts until its asset
  * is there for others to find.  With synchronous_commit off the commit is
  * cheap; a crash can lose the last batch, and its jobs are then done
@@ -208,6 +215,17 @@ ik_worker_record(void)
 		ik_worker_commit();
 		ik_worker_exit(IK_EXIT_NOT_INSTALLED);
 	}
+	/* the batch: their job rows locked at once */
+	dlist_foreach_modify(it, ik_jobs_list())
+	{
+		IkJob	   *job = dlist_container(IkJob, node, it.cur);
+
+		if (job->phase == IK_PHASE_FINISHED && job->record_after <= now)
+			queue_jobs = lappend(queue_jobs, &job->q);
+	}
+	ik_queue_lock(queue_jobs, ik_token);
+	queue_jobs = NIL;
+
 	dlist_foreach_modify(it, ik_jobs_list())
 	{
 		IkJob	   *job = dlist_container(IkJob, node, it.cur);
@@ -216,6 +234,10 @@ ik_worker_record(void)
 
 		if (job->phase != IK_PHASE_FINISHED || job->record_after > now)
 			continue;
+		/* (the rest, their job rows locked for nothing, in the next batch) */
+		if (recorded != NIL &&
+			TimestampDifferenceExceeds(now, GetCurrentTimestamp(), IK_RECORD_BUDGET_MS))
+			break;
 		outcome = ik_queue_finish(&job->q, ik_token);
 		if (outcome == IK_FINISH_LATER)
 		{
