@@ -152,3 +152,10 @@ END
 $$;
 REVOKE ALL ON FUNCTION imagekit.record_batch(bigint, bigint[], integer[], text[], integer[],
     bigint[], text[], integer[], text[], text[], text[]) FROM PUBLIC;
+
+-- Every claim and every record updates its job row, and so every index of
+-- imagekit.jobs whose rows it matches: (tbl, state) served only
+-- imagekit.retry_fallbacks(), which an index of the fallbacks alone serves
+-- as well, at no cost to the jobs that do not fall back.
+DROP INDEX imagekit.jobs_state_idx;
+CREATE INDEX jobs_fallback_idx ON imagekit.jobs (tbl) WHERE state = 'fallback';
