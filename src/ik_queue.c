@@ -1226,11 +1226,12 @@ ik_queue_finish(IkQueueJob *job, int64 token)
 	MemoryContext mcxt = CurrentMemoryContext;
 	ResourceOwner owner = CurrentResourceOwner;
 	volatile IkFinishOutcome outcome;
-	int			nestlevel = NewGUCNestLevel();
+	int			nestlevel;
 
 	job->staged = false;
 	if (job->busy)
 		return IK_FINISH_LATER; /* another transaction holds its job row */
+	nestlevel = NewGUCNestLevel();
 	(void) set_config_option("lock_timeout",
 							 ik_store_lock_timeout(job->pending),
 							 PGC_SUSET, PGC_S_SESSION, GUC_ACTION_SAVE,

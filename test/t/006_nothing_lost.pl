@@ -262,6 +262,34 @@ is(sq("SELECT state FROM imagekit.jobs WHERE tbl = 'coffee_images'::regclass AND
 is($ik->stats->{uploads}, $uploads, 'without another upload');
 
 # --------------------------------------------------------------------------
+# A job whose row an application re-points in an open transaction (its
+# trigger then holds the job row) is not waited for: the worker's batches
+# leave it and go on with the other rows; once the application commits,
+# the stale result is dropped and the row gets the new source's URL.
+# --------------------------------------------------------------------------
+$ik->config(latency_ms => 1500);
+sq("INSERT INTO coffee_images (id, url) VALUES (6100, '$base/source/img-6100-2000.png')");
+ok($node->poll_query_until('postgres',
+	"SELECT state = 'in_flight' FROM imagekit.jobs WHERE tbl = 'coffee_images'::regclass AND row_key = '6100'"),
+	'the job is in flight');
+my $repointer = ImageKitSession->new($node, 'postgres');
+$repointer->query('BEGIN');
+$repointer->query("UPDATE coffee_images SET url = '$base/source/img-6101-2000.png' WHERE id = 6100");
+sq("INSERT INTO coffee_images (id, url) VALUES (6102, '$base/source/img-6102-2000.png')");
+ok($node->poll_query_until('postgres', "SELECT imagekit_url IS NOT NULL FROM coffee_images WHERE id = 6102"),
+	'another row gets its URL while the re-pointed job\'s row is held');
+is(sq("SELECT imagekit_url IS NULL FROM coffee_images WHERE id = 6100"), 't',
+	'the held job\'s stale result is not stored');
+$repointer->query('COMMIT');
+$repointer->quit;
+$ik->config(latency_ms => 0);
+ok($node->poll_query_until('postgres',
+	"SELECT j.state = 'done' AND j.source_url LIKE '%/img-6101-2000.png' AND c.imagekit_url = j.result_url
+	   FROM coffee_images c JOIN imagekit.jobs j ON j.tbl = 'coffee_images'::regclass AND j.row_key = c.id::text
+	  WHERE c.id = 6100"),
+	'once the application commits, the row gets the new source\'s URL');
+
+# --------------------------------------------------------------------------
 # A table owner's triggers change nothing outside their table: settings
 # they set do not outlive the store, an error fails one job, and a
 # deferred constraint trigger is fired (as the owner) instead of failing.
