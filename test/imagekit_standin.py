@@ -86,13 +86,18 @@ import argparse
 import asyncio
 import base64
 import binascii
+import ctypes
 import email.message
 import email.utils
+import fcntl
 import functools
 import hashlib
+import heapq
 import hmac
 import http
 import json
+import mmap
+import multiprocessing
 import os
 import random
 import re
@@ -102,6 +107,7 @@ import socket
 import string
 import struct
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -172,11 +178,18 @@ def error_body(message):
 # --------------------------------------------------------------------------
 
 class State:
-    """Everything the server remembers; all access goes through one lock."""
+    """Everything the server remembers; all access goes through one lock.
+
+    The counters are plain attributes here; SharedState keeps them in memory
+    that several processes share.  Everything else (the file store, the fault
+    queue, the config) changes only through change(), so that SharedState can
+    replay the changes another process made.
+    """
 
     def __init__(self, private_key, latency_ms, max_file_size, url_endpoint,
                  state_file=None):
         self.lock = threading.Lock()
+        self.count_lock = self.lock     # what the counters alone need
         self.cli_private_key = private_key
         self.cli_latency_ms = latency_ms
         self.cli_max_file_size = max_file_size
@@ -192,10 +205,7 @@ class State:
             if self.state_file is not None:
                 self.state_file.truncate(0)
                 self.state_file.flush()
-            self.private_key = self.cli_private_key
-            self.latency_ms = self.cli_latency_ms
-            self.max_file_size = self.cli_max_file_size
-            self.faults = []
+            self.forget()
             self.requests = 0
             self.uploads = 0
             self.statuses = {}
@@ -204,23 +214,63 @@ class State:
             self.auth_failures = 0
             self.faults_consumed = 0
             self.dropped = 0
-            self.files = []
-            self.hashes = {}
-            self.paths = {}
-            self.path_meta = {}          # filePath -> {"fileId", "version"}
             self.downloads = 0
             self.download_statuses = {}
             self.downloads_in_flight = 0
             self.max_downloads_in_flight = 0
 
+    def clear(self):
+        """Forget the store, the faults and the config (the lock held)."""
+        self.private_key = self.cli_private_key
+        self.latency_ms = self.cli_latency_ms
+        self.max_file_size = self.cli_max_file_size
+        self.faults = []
+        self.files = []
+        self.hashes = {}
+        self.paths = {}
+        self.path_meta = {}          # filePath -> {"fileId", "version"}
+
+    def total(self, name):
+        """A counter's value in all processes (see SharedState)."""
+        return getattr(self, name)
+
+    def forget(self):
+        """What reset() does to the store, the faults and the config."""
+        self.clear()
+
+    def change(self, op, *args):
+        """Apply one change of the store, the faults or the config (the lock held)."""
+        getattr(self, "apply_" + op)(*args)
+
+    def apply_config(self, cfg):
+        if "latency_ms" in cfg:
+            self.latency_ms = cfg["latency_ms"]
+        if "private_key" in cfg:
+            self.private_key = cfg["private_key"]
+        if "max_file_size" in cfg:
+            self.max_file_size = cfg["max_file_size"]
+
+    def apply_take_fault(self):
+        head = self.faults[0]
+        head["count"] -= 1
+        if head["count"] <= 0:
+            self.faults.pop(0)
+
+    def apply_add_faults(self, faults):
+        self.faults.extend(faults)
+
+    def apply_clear_faults(self):
+        self.faults = []
+
+    def apply_store(self, path, sha256, meta, record):
+        self.path_meta[path] = meta
+        self.paths[path] = sha256
+        self.hashes[sha256] = self.hashes.get(sha256, 0) + 1
+        self.files.append(record)
+
     def configure(self, cfg):
         with self.lock:
-            if "latency_ms" in cfg:
-                self.latency_ms = cfg["latency_ms"]
-            if "private_key" in cfg:
-                self.private_key = cfg["private_key"]
-            if "max_file_size" in cfg:
-                self.max_file_size = cfg["max_file_size"]
+            self.change("config", cfg)
 
     def settings(self):
         with self.lock:
@@ -238,14 +288,12 @@ class State:
             if not self.faults:
                 return None
             head = self.faults[0]
-            head["count"] -= 1
-            if head["count"] <= 0:
-                self.faults.pop(0)
+            self.change("take_fault")
             self.faults_consumed += 1
             return dict(head)
 
     def upload_finished(self, status):
-        with self.lock:
+        with self.count_lock:
             self.in_flight -= 1
             if status is None:
                 self.dropped += 1
@@ -254,31 +302,31 @@ class State:
                 self.statuses[key] = self.statuses.get(key, 0) + 1
 
     def auth_failed(self):
-        with self.lock:
+        with self.count_lock:
             self.auth_failures += 1
 
     def download_started(self):
-        with self.lock:
+        with self.count_lock:
             self.downloads += 1
             self.downloads_in_flight += 1
             self.max_downloads_in_flight = max(self.max_downloads_in_flight,
-                                               self.downloads_in_flight)
+                                               self.total("downloads_in_flight"))
 
     def download_finished(self, status):
-        with self.lock:
+        with self.count_lock:
             self.downloads_in_flight -= 1
             key = str(status)
             self.download_statuses[key] = self.download_statuses.get(key, 0) + 1
 
     def add_faults(self, faults):
         with self.lock:
-            self.faults.extend(faults)
+            self.change("add_faults", faults)
             return len(self.faults)
 
     def clear_faults(self):
         with self.lock:
             units = sum(f["count"] for f in self.faults)
-            self.faults = []
+            self.change("clear_faults")
             return units
 
     def pending_faults(self):
@@ -335,13 +383,10 @@ class State:
             else:
                 meta = {"fileId": meta["fileId"], "version": meta["version"] + 1,
                         "versionId": secrets.token_hex(12)}
-            self.path_meta[path] = meta
-            self.paths[path] = sha256
+            self.change("store", path, sha256, meta,
+                        dict(record, name=name, filePath=path, fileId=meta["fileId"]))
             self.save_stored(path, sha256, meta)
-            self.hashes[sha256] = self.hashes.get(sha256, 0) + 1
             self.uploads += 1
-            self.files.append(dict(record, name=name, filePath=path,
-                                   fileId=meta["fileId"]))
             return name, path, dict(meta)
 
     def snapshot(self, brief=False):
@@ -369,6 +414,240 @@ class State:
                 snap["hashes"] = dict(self.hashes)
                 snap["paths"] = dict(self.paths)
             return snap
+
+
+class SharedCounter:
+    """A counter of SharedState: this process's own, in the shared memory."""
+
+    def __init__(self, slot):
+        self.slot = slot
+
+    def __get__(self, obj, owner=None):
+        return self if obj is None else obj.mine[self.slot]
+
+    def __set__(self, obj, value):
+        obj.mine[self.slot] = value
+
+
+class SharedStatuses:
+    """One process's counts per HTTP status, as the dict State keeps."""
+
+    def __init__(self, counts):
+        self.counts = counts
+
+    def get(self, key, default=None):
+        return self.counts[int(key) - 100] or default
+
+    def __setitem__(self, key, value):
+        self.counts[int(key) - 100] = value
+
+    def __getitem__(self, key):
+        return self.counts[int(key) - 100]
+
+    def keys(self):
+        return [str(i + 100) for i, n in enumerate(self.counts) if n]
+
+
+class SharedStatusField:
+    def __init__(self, which):
+        self.which = which
+
+    def __get__(self, obj, owner=None):
+        return self if obj is None else SharedStatuses(obj.my_statuses[self.which])
+
+    def __set__(self, obj, value):
+        counts = obj.my_statuses[self.which]
+        counts[:] = [0] * len(counts)
+        for key, n in value.items():
+            counts[int(key) - 100] = n
+
+
+class SharedLock:
+    """The lock of SharedState: a lock between processes which, once taken,
+    brings this process's copy of the store, faults and config up to date."""
+
+    def __init__(self, state):
+        self.state = state
+        self.lock = multiprocessing.Lock()
+
+    def __enter__(self):
+        self.lock.acquire()
+        try:
+            self.state.catch_up()
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def __exit__(self, *exc):
+        self.lock.release()
+
+
+class SharedState(State):
+    """The State of a stand-in served by several processes (--processes).
+
+    Each process counts in its own block of a shared memory map, without a
+    lock; a snapshot adds the blocks up (the in-flight maxima are the largest
+    sums a process saw, read without a lock).  The store, the fault queue and
+    the config are each process's own copy, kept identical through a log: a
+    process appends every change() it makes to a shared file under the lock,
+    and replays the others' changes whenever it takes the lock.
+    /_standin/reset starts the log afresh (a new epoch).  Whichever process
+    answers a request (the kernel's choice) sees the same store, faults and
+    config, and a fault is taken exactly once.
+    """
+
+    COUNTERS = ("requests", "uploads", "in_flight", "max_in_flight", "auth_failures",
+                "faults_consumed", "dropped", "downloads", "downloads_in_flight",
+                "max_downloads_in_flight")
+    STATUSES = 500                       # 100..599
+    BLOCK = len(COUNTERS) + 2 * STATUSES
+    HEADER = 3                           # the log's epoch and end, control changes
+
+    def __init__(self, processes, *args, **kwargs):
+        self.memory = mmap.mmap(-1, 8 * (self.HEADER + processes * self.BLOCK))
+        self.header = (ctypes.c_int64 * self.HEADER).from_buffer(self.memory)
+        self.blocks = [(ctypes.c_int64 * self.BLOCK).from_buffer(
+            self.memory, 8 * (self.HEADER + i * self.BLOCK)) for i in range(processes)]
+        self.log = tempfile.TemporaryFile()
+        self.records = tempfile.TemporaryFile()
+        fcntl.fcntl(self.records.fileno(), fcntl.F_SETFL,       # each write appends
+                    fcntl.fcntl(self.records.fileno(), fcntl.F_GETFL) | os.O_APPEND)
+        self.unwritten = []
+        self.log_epoch = 0
+        self.log_pos = 0
+        self.control_seen = 0
+        self.serve_as(0)
+        super().__init__(*args, **kwargs)
+        self.lock = SharedLock(self)
+        self.count_lock = threading.Lock()     # this process's threads
+
+    def serve_as(self, index):
+        """Count in block ``index`` from now on (each process its own)."""
+        block = self.blocks[index]
+        self.mine = block
+        self.my_statuses = [
+            (ctypes.c_int64 * self.STATUSES).from_buffer(
+                block, 8 * (len(self.COUNTERS) + i * self.STATUSES)) for i in range(2)]
+
+    statuses = SharedStatusField(0)
+    download_statuses = SharedStatusField(1)
+
+    def total(self, name):
+        slot = self.COUNTERS.index(name)
+        return sum(block[slot] for block in self.blocks)
+
+    def forget(self):
+        """Zero every process's counters and start the log afresh: every
+        process clears its copy when it next takes the lock (catch_up)."""
+        for block in self.blocks:
+            block[:] = [0] * self.BLOCK
+        self.clear()
+        self.log.truncate(0)
+        self.records.truncate(0)
+        self.header[0] += 1
+        self.header[1] = 0
+        self.header[2] += 1
+        self.log_epoch = self.header[0]
+        self.log_pos = 0
+        self.control_seen = self.header[2]
+
+    def current(self):
+        """Whether this process's copy of the faults and the config is up to
+        date (read without the lock; other processes' stores do not matter)."""
+        return self.control_seen == self.header[2]
+
+    def apply_store(self, path, sha256, meta, record=None):
+        """Store ``path``; the files' records are in self.records (see change)."""
+        self.path_meta[path] = meta
+        self.paths[path] = sha256
+        self.hashes[sha256] = self.hashes.get(sha256, 0) + 1
+
+    def change(self, op, *args):
+        super().change(op, *args)
+        if op == "store":
+            # The record goes to a file of its own (store() appends it once
+            # the lock is free), read by snapshot() alone: the log then holds
+            # only what every store() needs, cheap to replay.
+            self.unwritten.append(args[3])
+            args = args[:3]
+        entry = json_bytes([op] + list(args)) + b"\n"
+        os.pwrite(self.log.fileno(), entry, self.header[1])
+        self.header[1] += len(entry)
+        self.log_pos = self.header[1]
+        if op != "store":
+            self.header[2] += 1
+            self.control_seen = self.header[2]
+
+    def store(self, *args):
+        stored = super().store(*args)
+        while self.unwritten:
+            os.write(self.records.fileno(), json_bytes(self.unwritten.pop(0)) + b"\n")
+        return stored
+
+    def catch_up(self):
+        self.control_seen = self.header[2]
+        if self.log_epoch != self.header[0]:
+            self.clear()
+            self.log_epoch = self.header[0]
+            self.log_pos = 0
+        end = self.header[1]
+        if end > self.log_pos:
+            data = os.pread(self.log.fileno(), end - self.log_pos, self.log_pos)
+            self.log_pos = end
+            for line in data.split(b"\n")[:-1]:
+                op, *args = json.loads(line)
+                State.change(self, op, *args)
+
+    # The counters need no lock between processes, and a request takes the
+    # lock only to take a fault (and to store a file).
+
+    def settings(self):
+        if not self.current():
+            return super().settings()
+        return {"latency_ms": self.latency_ms, "private_key": self.private_key,
+                "max_file_size": self.max_file_size}
+
+    def upload_started(self):
+        with self.count_lock:
+            self.requests += 1
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.total("in_flight"))
+        if self.current() and not self.faults:
+            return None
+        with self.lock:
+            if not self.faults:
+                return None
+            head = self.faults[0]
+            self.change("take_fault")
+            self.faults_consumed += 1
+            return dict(head)
+
+    def snapshot(self, brief=False):
+        snap = super().snapshot(brief)
+        if not brief:
+            with self.lock:
+                data = os.pread(self.records.fileno(),
+                                os.fstat(self.records.fileno()).st_size, 0)
+            snap["files"] = [json.loads(line) for line in data.split(b"\n")[:-1]]
+        for name in self.COUNTERS:
+            values = [block[self.COUNTERS.index(name)] for block in self.blocks]
+            snap[name] = max(values) if name.startswith("max_") else sum(values)
+        for which, key in enumerate(("statuses", "download_statuses")):
+            counts = {}
+            for block in self.blocks:
+                base = len(self.COUNTERS) + which * self.STATUSES
+                for i in range(self.STATUSES):
+                    if block[base + i]:
+                        counts[str(100 + i)] = counts.get(str(100 + i), 0) + block[base + i]
+            snap[key] = counts
+        snap["requests_per_process"] = [
+            block[self.COUNTERS.index("requests")] + block[self.COUNTERS.index("downloads")]
+            for block in self.blocks]
+        return snap
+
+
+for _slot, _name in enumerate(SharedState.COUNTERS):
+    setattr(SharedState, _name, SharedCounter(_slot))
 
 
 # --------------------------------------------------------------------------
@@ -1015,7 +1294,7 @@ class Handler:
         self.state.download_started()
         status = None
         try:
-            await latency_sleep(self.state.settings()["latency_ms"])
+            await self.server.latency_sleep()
             status = await self.send_source(name, False)
         finally:
             self.state.download_finished(status)
@@ -1075,7 +1354,7 @@ class Handler:
         fault = self.state.upload_started()
         status = None
         try:
-            await latency_sleep(self.state.settings()["latency_ms"])
+            await self.server.latency_sleep()
             if fault is not None and fault["kind"] == "delay":
                 await asyncio.sleep(fault["ms"] / 1000.0)
                 fault = None
@@ -1184,17 +1463,58 @@ class Handler:
         return status
 
 
-async def latency_sleep(ms):
-    if ms:
-        await asyncio.sleep(ms / 1000.0)
+class Timer:
+    """Sleeps that end on time: a thread wakes each at its deadline.
+
+    asyncio's own timers wake up to a millisecond late (epoll's resolution)
+    and later still while the loop is busy; the latency-bound benchmark
+    measures against latency_ms exactly (scenario 1).
+    """
+
+    def __init__(self, loop):
+        self.loop = loop
+        self.cond = threading.Condition()
+        self.heap = []                  # (deadline, sequence, future)
+        self.sequence = 0
+        threading.Thread(target=self.run, name="stand-in timer", daemon=True).start()
+
+    def run(self):
+        with self.cond:
+            while True:
+                delay = self.heap[0][0] - time.monotonic() if self.heap else None
+                if delay is None or delay > 0:
+                    self.cond.wait(delay)
+                    continue
+                future = heapq.heappop(self.heap)[2]
+                self.loop.call_soon_threadsafe(Timer.wake, future)
+
+    @staticmethod
+    def wake(future):
+        if not future.done():           # not cancelled (the client left)
+            future.set_result(None)
+
+    def sleep(self, seconds):
+        future = self.loop.create_future()
+        with self.cond:
+            self.sequence += 1
+            heapq.heappush(self.heap, (time.monotonic() + seconds, self.sequence, future))
+            self.cond.notify()
+        return future
 
 
 class Server:
-    """What every connection shares: the state, and whether to log requests."""
+    """What every connection shares: the state, whether to log requests, and
+    the timer for latency_ms."""
 
-    def __init__(self, state, verbose):
+    def __init__(self, state, verbose, timer):
         self.state = state
         self.verbose = verbose
+        self.timer = timer
+
+    async def latency_sleep(self):
+        ms = self.state.settings()["latency_ms"]
+        if ms:
+            await self.timer.sleep(ms / 1000.0)
 
 
 def parse_head(head):
@@ -1257,14 +1577,11 @@ async def serve_connection(server, reader, writer):
         writer.close()
 
 
-async def serve(args, state):
-    server = Server(state, args.verbose)
+async def serve(args, state, sock):
+    """Answer connections on the listening socket until SIGTERM or SIGINT."""
+    server = Server(state, args.verbose, Timer(asyncio.get_running_loop()))
     listener = await asyncio.start_server(
-        lambda r, w: serve_connection(server, r, w), args.host, args.port,
-        limit=MAX_HEAD, backlog=256, reuse_address=True)
-    port = listener.sockets[0].getsockname()[1]
-    write_port_file(args.port_file, port)
-    print("imagekit stand-in listening on http://%s:%d" % (args.host, port), flush=True)
+        lambda r, w: serve_connection(server, r, w), sock=sock, limit=MAX_HEAD)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -1435,7 +1752,13 @@ def parse_args(argv):
     parser.add_argument("--verbose", action="store_true")
     parser.add_argument("--state-file", help="keep the file store in this file "
                         "across restarts (JSON lines)")
-    return parser.parse_args(argv)
+    parser.add_argument("--processes", type=int, default=1,
+                        help="answer requests in this many processes (the benchmark's "
+                        "ceiling); the state is shared")
+    args = parser.parse_args(argv)
+    if args.processes < 1:
+        parser.error("--processes must be at least 1")
+    return args
 
 
 def write_port_file(path, port):
@@ -1447,11 +1770,54 @@ def write_port_file(path, port):
     os.rename(tmp, path)
 
 
+def listen(host, port, count):
+    """``count`` listening sockets on one port (SO_REUSEPORT: the kernel spreads
+    the connections among them)."""
+    socks = [socket.create_server((host, port), backlog=256, reuse_port=count > 1)]
+    port = socks[0].getsockname()[1]
+    while len(socks) < count:
+        socks.append(socket.create_server((host, port), backlog=256, reuse_port=True))
+    return socks, port
+
+
+def start_helpers(socks, state):
+    """Fork a process for each socket but the first; return the socket this
+    process serves and the helpers' pids (none in a helper)."""
+    pids = []
+    for index, sock in enumerate(socks[1:], 1):
+        pid = os.fork()
+        if pid == 0:
+            state.serve_as(index)
+            # Die with the first process, even when it is killed with SIGKILL.
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)     # PR_SET_PDEATHSIG
+            for other in socks:
+                if other is not sock:
+                    other.close()
+            return sock, []
+        pids.append(pid)
+    for sock in socks[1:]:
+        sock.close()
+    return socks[0], pids
+
+
 def main(argv=None):
     args = parse_args(argv)
-    state = State(args.private_key, args.latency_ms, args.max_file_size, args.url_endpoint,
+    state_args = (args.private_key, args.latency_ms, args.max_file_size, args.url_endpoint,
                   args.state_file)
-    asyncio.run(serve(args, state))
+    state = SharedState(args.processes, *state_args) if args.processes > 1 \
+        else State(*state_args)
+    socks, port = listen(args.host, args.port, args.processes)
+    sock, helpers = start_helpers(socks, state)
+    if sock is socks[0]:
+        write_port_file(args.port_file, port)
+        print("imagekit stand-in listening on http://%s:%d" % (args.host, port), flush=True)
+    try:
+        asyncio.run(serve(args, state, sock))
+    finally:
+        for pid in helpers:
+            os.kill(pid, signal.SIGTERM)
+        for pid in helpers:
+            os.waitpid(pid, 0)
     return 0
 
 

@@ -85,13 +85,15 @@ ik_workdir() {
 	echo "$d"
 }
 
-# ik_start_standin DIR KEY: start the stand-in ImageKit in the background;
-# sets IK_STANDIN_PID and IK_STANDIN_PORT.
+# ik_start_standin DIR KEY [OPTION...]: start the stand-in ImageKit in the
+# background, with more of its options if given; sets IK_STANDIN_PID and
+# IK_STANDIN_PORT.
 ik_start_standin() {
 	local dir=$1 key=$2 i
+	shift 2
 	ik_as_postgres python3 "$IK_ROOT/test/imagekit_standin.py" --host 127.0.0.1 --port 0 \
 		--private-key "$key" --url-endpoint https://ik.imagekit.io/demo \
-		--port-file "$dir/standin.port" >"$dir/standin.log" 2>&1 &
+		--port-file "$dir/standin.port" "$@" >"$dir/standin.log" 2>&1 &
 	IK_STANDIN_PID=$!
 	for i in $(seq 1 100); do
 		[ -s "$dir/standin.port" ] && break

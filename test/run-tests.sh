@@ -129,6 +129,8 @@ if [ -n "$only_tap" ]; then
 	ik_as_postgres make -C "$work/src" -s PG_CONFIG="$IK_PG_BIN/pg_config" \
 		REGRESS= ISOLATION= PROVE_TESTS="$only_tap" PROVE_FLAGS=-v installcheck || status=$?
 else
+	ik_log "testing the stand-in's shared state (test/standin_test.py)"
+	ik_as_postgres python3 "$IK_ROOT/test/standin_test.py" || status=$?
 	ik_log "running pg_regress and TAP suites"
 	ik_as_postgres make -C "$work/src" -s PG_CONFIG="$IK_PG_BIN/pg_config" \
 		PGHOST="$work" PGPORT="$port" installcheck || status=$?

@@ -91,6 +91,17 @@ function cpuSeconds(pid) {
 	}
 }
 
+// The CPU time of a process and of its children (the stand-in's helpers).
+function treeCpuSeconds(pid) {
+	let children = [];
+	try {
+		children = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean);
+	} catch {
+		// gone
+	}
+	return cpuSeconds(pid) + children.reduce((sum, child) => sum + treeCpuSeconds(Number(child)), 0);
+}
+
 function rssBytes(pid) {
 	try {
 		const status = readFileSync(`/proc/${pid}/status`, 'utf8');
@@ -189,7 +200,7 @@ async function setAttached(want) {
 async function standinQuiet() {
 	const deadline = Date.now() + 60000;
 	for (;;) {
-		const st = await standin('stats');
+		const st = await standin('stats?brief=1');
 		if (st.in_flight <= 0 && st.downloads_in_flight <= 0) return;
 		if (Date.now() > deadline) throw new HarnessError('the stand-in still has requests in flight after 60 s');
 		await sleep(50);
@@ -306,7 +317,7 @@ async function drain(sys, { n, distinct, size, latency }) {
 	const pids = sys.pids();
 	const cpu0 = pids.map(cpuSeconds);
 	const idleRss = rssBytes(sys.rssPid());
-	const standinCpu0 = cpuSeconds(STANDIN_PID);
+	const standinCpu0 = treeCpuSeconds(STANDIN_PID);
 	const sampler = new RssSampler(sys.rssPid());
 	const xid = await insertRows(n, distinct, size, nextSeedBase());
 	const timeout = Math.max(P.timeoutS, 30);
@@ -316,7 +327,7 @@ async function drain(sys, { n, distinct, size, latency }) {
 	const afterRss = rssBytes(sys.rssPid());
 	const cpuEach = pids.map((pid, i) => cpuSeconds(pid) - cpu0[i]);
 	const cpu = cpuEach.reduce((a, b) => a + b, 0);
-	const standinCpu = cpuSeconds(STANDIN_PID) - standinCpu0;
+	const standinCpu = treeCpuSeconds(STANDIN_PID) - standinCpu0;
 	const { s: wall, fallbacks } = await drainWall(xid);
 	const st = await standin('stats');
 	return {
@@ -345,12 +356,12 @@ async function ceiling({ size, latency, down, up, conns = C, close = false, secs
 	await standinQuiet();
 	await standin('reset', {});
 	await standin('config', { latency_ms: latency });
-	const cpu0 = cpuSeconds(STANDIN_PID);
+	const cpu0 = treeCpuSeconds(STANDIN_PID);
 	const out = execFileSync('wrk', ['-t1', `-c${conns}`, `-d${secs}s`, '--timeout', '10s',
 		'-s', join(here, 'ceiling.lua'), STANDIN, '--', bodyFile, `multipart/form-data; boundary=${boundary}`,
 		`Basic ${Buffer.from(`${opt.key}:`).toString('base64')}`, String(size), String(down), String(up),
 		close ? '1' : '0']).toString();
-	const standinCpu = cpuSeconds(STANDIN_PID) - cpu0;
+	const standinCpu = treeCpuSeconds(STANDIN_PID) - cpu0;
 	await standinQuiet();
 	const line = out.split('\n').find((l) => l.startsWith('{'));
 	if (!line) throw new HarnessError(`wrk printed no summary:\n${out}`);
@@ -651,10 +662,10 @@ async function scenario7() {
 		await resetAll(0);
 		if (fault) await standin('faults', fault);
 		const tcp0 = tcpActiveOpens();
-		const cpu0 = cpuSeconds(STANDIN_PID);
+		const cpu0 = treeCpuSeconds(STANDIN_PID);
 		const { tps, backendCpu } = await pgbenchOneSession(['-T', String(P.secs7)], script);
 		const st = await standin('stats');
-		return { label, tps, backendCpu, connects: tcpActiveOpens() - tcp0, requests: st.requests, uploads: st.uploads, standinCpu: cpuSeconds(STANDIN_PID) - cpu0 };
+		return { label, tps, backendCpu, connects: tcpActiveOpens() - tcp0, requests: st.requests, uploads: st.uploads, standinCpu: treeCpuSeconds(STANDIN_PID) - cpu0 };
 	};
 	const rawFault = (close) => ({
 		action: 'raw', status: 200, count: 100_000_000, body_b64: canned,

@@ -71,7 +71,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-ik_start_standin "$work" "$key"
+# The stand-in answers in one process per core, so that it is not what
+# limits a drain (scenario 2 says how far from that it is).
+ik_start_standin "$work" "$key" --processes "$(nproc)"
 # The process to measure (and to stop) is python3 itself, which runuser forks.
 standin_pid=$IK_STANDIN_PID
 for _ in 1 2 3 4 5; do
