@@ -117,6 +117,28 @@ ik_start_cluster() {
 	ik_as_postgres pg_ctl -D "$dir/data" -l "$dir/server.log" -w start >/dev/null
 }
 
+# ik_start_bench_cluster DIR PORT KEY [CONF...]: the benchmark's cluster
+# (test/bench/run.sh and profile.sh), its worker uploading to the stand-in
+# started with ik_start_standin DIR KEY: 32 uploads at once, claims of 64,
+# images stored as they are under /coffee-images/.
+ik_start_bench_cluster() {
+	local dir=$1 port=$2 key=$3
+	shift 3
+	ik_start_cluster "$dir" "$port" \
+		"shared_preload_libraries = 'imagekit_ext'" \
+		"shared_buffers = 256MB" \
+		"log_min_messages = warning" \
+		"imagekit.private_key = '$key'" \
+		"imagekit.upload_endpoint = 'http://127.0.0.1:$IK_STANDIN_PORT/api/v1/files/upload'" \
+		"imagekit.url_endpoint = 'https://ik.imagekit.io/demo'" \
+		"imagekit.allow_private_sources = on" \
+		"imagekit.max_concurrent_uploads = 32" \
+		"imagekit.batch_size = 64" \
+		"imagekit.transformation = ''" \
+		"imagekit.folder = '/coffee-images/'" \
+		"$@"
+}
+
 # ik_stop_standin DIR: stop the stand-in started with ik_start_standin DIR
 # (runuser's child survives a kill of runuser itself).
 ik_stop_standin() {

@@ -45,20 +45,9 @@ cleanup() {
 trap cleanup EXIT
 
 key=private_profile
-ik_start_standin "$work" "$key"
+ik_start_standin "$work" "$key" --processes "$(nproc)"
 port=$((30000 + RANDOM % 10000))
-ik_start_cluster "$work" "$port" \
-	"shared_preload_libraries = 'imagekit_ext'" \
-	"shared_buffers = 256MB" \
-	"log_min_messages = warning" \
-	"imagekit.private_key = '$key'" \
-	"imagekit.upload_endpoint = 'http://127.0.0.1:$IK_STANDIN_PORT/api/v1/files/upload'" \
-	"imagekit.url_endpoint = 'https://ik.imagekit.io/demo'" \
-	"imagekit.allow_private_sources = on" \
-	"imagekit.max_concurrent_uploads = 32" \
-	"imagekit.batch_size = 64" \
-	"imagekit.transformation = ''" \
-	"imagekit.folder = '/coffee-images/'"
+ik_start_bench_cluster "$work" "$port" "$key"
 psql_() { ik_as_postgres psql -X -q -At -h "$work" -p "$port" -U postgres -d postgres -v ON_ERROR_STOP=1 "$@"; }
 psql_ -c "CREATE EXTENSION imagekit_ext" -f "$IK_ROOT/migrations/coffee_images.sql" >/dev/null
 

@@ -84,20 +84,9 @@ done
 
 port=$((30000 + RANDOM % 10000))
 ik_log "starting a throwaway cluster on port $port (scratch directory $work)"
-ik_start_cluster "$work" "$port" \
-	"shared_preload_libraries = 'imagekit_ext'" \
+ik_start_bench_cluster "$work" "$port" "$key" \
 	"max_connections = 100" \
-	"shared_buffers = 256MB" \
-	"track_commit_timestamp = on" \
-	"log_min_messages = warning" \
-	"imagekit.private_key = '$key'" \
-	"imagekit.upload_endpoint = 'http://127.0.0.1:$IK_STANDIN_PORT/api/v1/files/upload'" \
-	"imagekit.url_endpoint = 'https://ik.imagekit.io/demo'" \
-	"imagekit.allow_private_sources = on" \
-	"imagekit.max_concurrent_uploads = 32" \
-	"imagekit.batch_size = 64" \
-	"imagekit.transformation = ''" \
-	"imagekit.folder = '/coffee-images/'"
+	"track_commit_timestamp = on"
 
 ik_log "running the benchmark (scenarios $scenarios$([ $smoke -eq 1 ] && echo ', smoke sizes'))"
 status=0
