@@ -8,9 +8,9 @@
  * exits at once if the extension is not there; otherwise it loops, in
  * named steps:
  *
- *	1. ik_worker_record: record each finished job in a short transaction
- *	   of its own (one whose row or job row an application holds locked is
- *	   kept and tried again a second later);
+ *	1. ik_worker_record: record the finished jobs, a batch in one short
+ *	   transaction (a job whose row or job row an application holds locked
+ *	   is kept and tried again a second later);
  *	2. ik_worker_queue_and_claim: one short transaction to look up the
  *	   content hashes just downloaded, move the inbox into the queue, queue
  *	   a batch of a pending backfill, and claim more jobs when there is room

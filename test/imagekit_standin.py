@@ -1291,10 +1291,11 @@ class Handler:
         if head_only:
             await self.send_source(name, True)
             return
+        arrived = time.monotonic()
         self.state.download_started()
         status = None
         try:
-            await self.server.latency_sleep()
+            await self.server.latency_sleep(arrived)
             status = await self.send_source(name, False)
         finally:
             self.state.download_finished(status)
@@ -1351,24 +1352,40 @@ class Handler:
     # -- upload ----------------------------------------------------------------
 
     async def handle_upload_request(self, body):
+        arrived = time.monotonic()
         fault = self.state.upload_started()
         status = None
         try:
-            await self.server.latency_sleep()
+            # The request is checked while the latency runs (the file is
+            # stored after it): what is left to do at the deadline is small,
+            # so that answers due at once are not late (scenario 1).
+            checked = None if fault is not None else await self.check_upload_request(body)
+            await self.server.latency_sleep(arrived)
             if fault is not None and fault["kind"] == "delay":
                 await asyncio.sleep(fault["ms"] / 1000.0)
                 fault = None
             if fault is None:
-                status = await self.answer_upload(body)
+                status = await self.answer_upload(body, checked)
             else:
                 status = await self.apply_fault(fault, body)
         finally:
             self.state.upload_finished(status)
 
-    async def answer_upload(self, body):
+    async def check_upload_request(self, body):
+        """check_upload() of the request, or the UploadError to answer."""
+        try:
+            return await self.check_request(body)
+        except UploadError as exc:
+            return exc
+
+    async def answer_upload(self, body, checked=None):
         """Handle an upload for real; return the status sent."""
         try:
-            result = await self.perform_upload(body)
+            if checked is None:
+                checked = await self.check_request(body)
+            elif isinstance(checked, UploadError):
+                raise checked
+            result = store_upload(self.state, checked)
         except UploadError as exc:
             self.send_json(exc.status, error_body(exc.message))
             return exc.status
@@ -1376,6 +1393,9 @@ class Handler:
         return 200
 
     async def perform_upload(self, body):
+        return store_upload(self.state, await self.check_request(body))
+
+    async def check_request(self, body):
         state = self.state
         settings = state.settings()
         auth_present = check_auth(self.headers.get("Authorization"),
@@ -1388,8 +1408,8 @@ class Handler:
         if any(p.name == "file" and p.filename is None for p in parts):
             # the file may be a URL to fetch (perhaps from this very server)
             return await asyncio.get_running_loop().run_in_executor(
-                None, process_upload, state, settings, parts, auth_present)
-        return process_upload(state, settings, parts, auth_present)
+                None, check_upload, settings, parts, auth_present)
+        return check_upload(settings, parts, auth_present)
 
     async def apply_fault(self, fault, body):
         """Answer according to a fault; return the status sent (None: none)."""
@@ -1493,11 +1513,12 @@ class Timer:
         if not future.done():           # not cancelled (the client left)
             future.set_result(None)
 
-    def sleep(self, seconds):
+    def sleep_until(self, deadline):
+        """A future done at ``deadline`` (time.monotonic())."""
         future = self.loop.create_future()
         with self.cond:
             self.sequence += 1
-            heapq.heappush(self.heap, (time.monotonic() + seconds, self.sequence, future))
+            heapq.heappush(self.heap, (deadline, self.sequence, future))
             self.cond.notify()
         return future
 
@@ -1511,10 +1532,11 @@ class Server:
         self.verbose = verbose
         self.timer = timer
 
-    async def latency_sleep(self):
+    async def latency_sleep(self, since):
+        """Wait until latency_ms after ``since`` (time.monotonic())."""
         ms = self.state.settings()["latency_ms"]
         if ms:
-            await self.timer.sleep(ms / 1000.0)
+            await self.timer.sleep_until(since + ms / 1000.0)
 
 
 def parse_head(head):
@@ -1624,8 +1646,8 @@ def basic_auth_user(header, private_key):
     return None
 
 
-def process_upload(state, settings, parts, auth_present):
-    """Validate the parsed multipart request, store the file, build the answer."""
+def check_upload(settings, parts, auth_present):
+    """Validate the parsed multipart request: what store_upload() needs."""
     fields = {}
     file_part = None
     for part in parts:
@@ -1687,6 +1709,14 @@ def process_upload(state, settings, parts, auth_present):
         "width": width,
         "height": height,
     }
+    return (fields, flags, tags, wanted, custom_metadata, extensions, data, kind, width,
+            height, sha256, record)
+
+
+def store_upload(state, checked):
+    """Store a file check_upload() took, and build the answer."""
+    (fields, flags, tags, wanted, custom_metadata, extensions, data, kind, width, height,
+     sha256, record) = checked
     name, path, meta = state.store(normalize_folder(fields.get("folder", "/")),
                                    sanitize_file_name(fields["fileName"]),
                                    flags["useUniqueFileName"], flags["overwriteFile"],
