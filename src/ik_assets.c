@@ -131,26 +131,30 @@ ik_asset_lookup_url(const char *content_hash, const char *url,
 						  content_hash, url, asset);
 }
 
+/* A size in pixels or bytes, or a null one (-1: ImageKit did not say). */
 static Datum
-ik_text_or_null(const char *s, char *nulls, int i)
+ik_int_or_null(int64 v, bool is64, bool *isnull)
 {
-	if (s == NULL)
-	{
-		nulls[i] = 'n';
+	*isnull = (v < 0);
+	if (v < 0)
 		return (Datum) 0;
-	}
-	return CStringGetTextDatum(s);
+	return is64 ? Int64GetDatum(v) : Int32GetDatum((int32) v);
 }
 
-static Datum
-ik_int_or_null(int64 v, bool is64, char *nulls, int i)
+/* The columns of "asset"'s row in imagekit.assets, as args[] and isnull[]. */
+static void
+ik_asset_values(const char *content_hash, const char *options_digest,
+				const IkUploadResult *asset, Datum *args, bool *isnull)
 {
-	if (v < 0)
-	{
-		nulls[i] = 'n';
-		return (Datum) 0;
-	}
-	return is64 ? Int64GetDatum(v) : Int32GetDatum((int32) v);
+	args[0] = ik_spi_text_or_null(content_hash, &isnull[0]);
+	args[1] = ik_spi_text_or_null(asset->url, &isnull[1]);
+	args[2] = ik_spi_text_or_null(asset->file_id, &isnull[2]);
+	args[3] = ik_spi_text_or_null(asset->file_path, &isnull[3]);
+	args[4] = ik_spi_text_or_null(asset->name, &isnull[4]);
+	args[5] = ik_int_or_null(asset->size, true, &isnull[5]);
+	args[6] = ik_int_or_null(asset->width, false, &isnull[6]);
+	args[7] = ik_int_or_null(asset->height, false, &isnull[7]);
+	args[8] = ik_spi_text_or_null(options_digest, &isnull[8]);
 }
 
 /*
@@ -164,19 +168,13 @@ ik_asset_record(const char *content_hash, const char *options_digest,
 	Oid			argtypes[9] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
 	INT8OID, INT4OID, INT4OID, TEXTOID};
 	Datum		args[9];
+	bool		isnull[9];
 	char		nulls[9];
 	bool		inserted;
 
-	memset(nulls, ' ', sizeof(nulls));
-	args[0] = CStringGetTextDatum(content_hash);
-	args[1] = CStringGetTextDatum(asset->url);
-	args[2] = ik_text_or_null(asset->file_id, nulls, 2);
-	args[3] = ik_text_or_null(asset->file_path, nulls, 3);
-	args[4] = ik_text_or_null(asset->name, nulls, 4);
-	args[5] = ik_int_or_null(asset->size, true, nulls, 5);
-	args[6] = ik_int_or_null(asset->width, false, nulls, 6);
-	args[7] = ik_int_or_null(asset->height, false, nulls, 7);
-	args[8] = CStringGetTextDatum(options_digest);
+	ik_asset_values(content_hash, options_digest, asset, args, isnull);
+	for (int c = 0; c < 9; c++)
+		nulls[c] = isnull[c] ? 'n' : ' ';
 
 	SPI_connect();
 	if (ik_spi_execute(ik_assets_by_options() ?
@@ -209,37 +207,28 @@ ik_asset_record_many(int n, const char **hashes, const char **digests,
 	Oid			argtypes[9];
 	Datum		args[9];
 	Datum	   *v[9];
-	char	   *nulls[9];
 	bool	   *isnull[9];
 
 	for (int c = 0; c < 9; c++)
 	{
 		v[c] = palloc(sizeof(Datum) * n);
-		nulls[c] = palloc(n);
 		isnull[c] = palloc(sizeof(bool) * n);
-		memset(nulls[c], ' ', n);
 		argtypes[c] = get_array_type(types[c]);
 	}
 	for (int i = 0; i < n; i++)
 	{
-		const IkUploadResult *a = assets[i];
+		Datum		row[9];
+		bool		rownull[9];
 
-		v[0][i] = CStringGetTextDatum(hashes[i]);
-		v[1][i] = CStringGetTextDatum(a->url);
-		v[2][i] = ik_text_or_null(a->file_id, nulls[2], i);
-		v[3][i] = ik_text_or_null(a->file_path, nulls[3], i);
-		v[4][i] = ik_text_or_null(a->name, nulls[4], i);
-		v[5][i] = ik_int_or_null(a->size, true, nulls[5], i);
-		v[6][i] = ik_int_or_null(a->width, false, nulls[6], i);
-		v[7][i] = ik_int_or_null(a->height, false, nulls[7], i);
-		v[8][i] = CStringGetTextDatum(digests[i]);
+		ik_asset_values(hashes[i], digests[i], assets[i], row, rownull);
+		for (int c = 0; c < 9; c++)
+		{
+			v[c][i] = row[c];
+			isnull[c][i] = rownull[c];
+		}
 	}
 	for (int c = 0; c < 9; c++)
-	{
-		for (int i = 0; i < n; i++)
-			isnull[c][i] = (nulls[c][i] == 'n');
 		args[c] = ik_spi_array(v[c], isnull[c], n, types[c]);
-	}
 
 	SPI_connect();
 	if (ik_spi_execute("INSERT INTO imagekit.assets "

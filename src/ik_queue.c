@@ -666,28 +666,19 @@ ik_queue_record(IkQueueJob *job, const char *state, int attempts_delta,
 	return true;
 }
 
-/* The ids of "jobs" that the query "sql" ($1 ids, $2 generations, $3 token) returns. */
+/*
+ * Which of "jobs" the query "sql" returns (its first column, a job's id),
+ * in found[].
+ */
 static void
-ik_queue_jobs_found(const char *sql, IkQueueJob **jobs, int n, int64 token,
-					bool *found)
+ik_queue_jobs_found(const char *sql, int nargs, Oid *argtypes, Datum *args,
+					IkQueueJob **jobs, int n, bool *found)
 {
-	Oid			argtypes[3] = {INT8ARRAYOID, INT4ARRAYOID, INT8OID};
-	Datum		args[3];
-	Datum	   *ids = palloc(sizeof(Datum) * n);
-	Datum	   *gens = palloc(sizeof(Datum) * n);
-
 	for (int i = 0; i < n; i++)
-	{
-		ids[i] = Int64GetDatum(jobs[i]->id);
-		gens[i] = Int32GetDatum(jobs[i]->generation);
 		found[i] = false;
-	}
-	args[0] = ik_spi_array(ids, NULL, n, INT8OID);
-	args[1] = ik_spi_array(gens, NULL, n, INT4OID);
-	args[2] = Int64GetDatum(token);
 	SPI_connect();
-	if (ik_spi_execute(sql, 3, argtypes, args, NULL, false, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not look up imagekit jobs");
+	if (ik_spi_execute(sql, nargs, argtypes, args, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not run \"%s\"", sql);
 	for (uint64 r = 0; r < SPI_processed; r++)
 	{
 		bool		isnull;
@@ -724,23 +715,35 @@ ik_queue_lock(List *jobs, int64 token)
 	bool		all = true;
 	int			i = 0;
 	ListCell   *lc;
+	Oid			argtypes[3] = {INT8ARRAYOID, INT4ARRAYOID, INT8OID};
+	Datum		args[3];
+	Datum	   *ids = palloc(sizeof(Datum) * Max(n, 1));
+	Datum	   *gens = palloc(sizeof(Datum) * Max(n, 1));
 
 	if (n == 0)
 		return;
 	foreach(lc, jobs)
-		js[i++] = (IkQueueJob *) lfirst(lc);
+	{
+		js[i] = (IkQueueJob *) lfirst(lc);
+		ids[i] = Int64GetDatum(js[i]->id);
+		gens[i] = Int32GetDatum(js[i]->generation);
+		i++;
+	}
+	args[0] = ik_spi_array(ids, NULL, n, INT8OID);
+	args[1] = ik_spi_array(gens, NULL, n, INT4OID);
+	args[2] = Int64GetDatum(token);
 	ik_queue_jobs_found("SELECT j.id FROM imagekit.jobs j"
 						" JOIN unnest($1, $2) AS k(id, gen) ON j.id = k.id AND j.generation = k.gen"
 						" WHERE j.id = ANY ($1) AND j.state || '' = 'in_flight' AND j.lease_token = $3"
 						" FOR UPDATE OF j SKIP LOCKED",
-						js, n, token, locked);
+						3, argtypes, args, js, n, locked);
 	for (i = 0; i < n; i++)
 		all &= locked[i];
 	if (!all)
 		ik_queue_jobs_found("SELECT j.id FROM imagekit.jobs j"
 							" JOIN unnest($1, $2) AS k(id, gen) ON j.id = k.id AND j.generation = k.gen"
 							" WHERE j.id = ANY ($1) AND j.state || '' = 'in_flight' AND j.lease_token = $3",
-							js, n, token, ours);
+							3, argtypes, args, js, n, ours);
 	for (i = 0; i < n; i++)
 	{
 		js[i]->locked = locked[i];
@@ -1266,14 +1269,6 @@ ik_queue_finish(IkQueueJob *job, int64 token)
 	return outcome;
 }
 
-/* A text value, or a null one. */
-static Datum
-ik_queue_text(const char *s, bool *isnull)
-{
-	*isnull = (s == NULL);
-	return s ? CStringGetTextDatum(s) : (Datum) 0;
-}
-
 /*
  * Write what ik_queue_finish() staged for "jobs", in the caller's
  * transaction, before it commits: the assets of their uploads, then their
@@ -1318,7 +1313,7 @@ ik_queue_flush(List *jobs, int64 token)
 		Datum		args[11];
 		Datum	   *v[10];
 		bool	   *isnull[10];
-		bool	   *recorded = palloc0(sizeof(bool) * nrec);
+		bool	   *recorded = palloc(sizeof(bool) * nrec);
 
 		for (int c = 0; c < 10; c++)
 		{
@@ -1334,36 +1329,21 @@ ik_queue_flush(List *jobs, int64 token)
 			v[2][i] = CStringGetTextDatum(job->staged_state);
 			v[3][i] = Int32GetDatum(job->staged_attempts_delta);
 			v[4][i] = Int64GetDatum(job->staged_delay_ms);
-			v[5][i] = ik_queue_text(job->error, &isnull[5][i]);
+			v[5][i] = ik_spi_text_or_null(job->error, &isnull[5][i]);
 			v[6][i] = Int32GetDatum(job->http_status);
 			isnull[6][i] = (job->http_status == 0);
-			v[7][i] = ik_queue_text(job->hash[0] != '\0' ? job->hash : NULL, &isnull[7][i]);
-			v[8][i] = ik_queue_text(job->staged_url, &isnull[8][i]);
-			v[9][i] = ik_queue_text(job->staged_pending, &isnull[9][i]);
+			v[7][i] = ik_spi_text_or_null(job->hash[0] != '\0' ? job->hash : NULL, &isnull[7][i]);
+			v[8][i] = ik_spi_text_or_null(job->staged_url, &isnull[8][i]);
+			v[9][i] = ik_spi_text_or_null(job->staged_pending, &isnull[9][i]);
 		}
 		args[0] = Int64GetDatum(token);
 		for (int c = 0; c < 10; c++)
 			args[c + 1] = ik_spi_array(v[c], isnull[c], nrec,
 										 get_element_type(argtypes[c + 1]));
 
-		SPI_connect();
-		if (ik_spi_execute("SELECT * FROM imagekit.record_batch($1, $2, $3, $4, $5,"
-						   " $6, $7, $8, $9, $10, $11)",
-						   11, argtypes, args, NULL, false, 0) != SPI_OK_SELECT)
-			elog(ERROR, "could not record imagekit jobs");
-		for (uint64 r = 0; r < SPI_processed; r++)
-		{
-			bool		null;
-			int64		id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[r],
-														 SPI_tuptable->tupdesc, 1, &null));
-
-			for (int i = 0; i < nrec; i++)
-			{
-				if (staged[i]->id == id)
-					recorded[i] = true;
-			}
-		}
-		SPI_finish();
+		ik_queue_jobs_found("SELECT * FROM imagekit.record_batch($1, $2, $3, $4, $5,"
+							" $6, $7, $8, $9, $10, $11)",
+							11, argtypes, args, staged, nrec, recorded);
 		for (int i = 0; i < nrec; i++)
 		{
 			if (!recorded[i])

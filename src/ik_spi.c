@@ -17,6 +17,7 @@
 #include "postgres.h"
 
 #include "utils/array.h"
+#include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 
@@ -65,6 +66,14 @@ ik_spi_execute(const char *sql, int nargs, Oid *argtypes, Datum *args,
 {
 	return SPI_execute_plan(ik_spi_plan(sql, nargs, argtypes), args, nulls,
 							read_only, count);
+}
+
+/* A text value, or a null one. */
+Datum
+ik_spi_text_or_null(const char *s, bool *isnull)
+{
+	*isnull = (s == NULL);
+	return s ? CStringGetTextDatum(s) : (Datum) 0;
 }
 
 /* A one-dimensional array of the "n" values "elems" of type "type". */

@@ -15,5 +15,6 @@ extern int	ik_spi_execute(const char *sql, int nargs, Oid *argtypes,
 						   Datum *args, const char *nulls, bool read_only,
 						   long count);
 extern Datum ik_spi_array(Datum *elems, bool *nulls, int n, Oid type);
+extern Datum ik_spi_text_or_null(const char *s, bool *isnull);
 
 #endif							/* IK_SPI_H */

@@ -19,8 +19,10 @@
  *	   uploads, never more than imagekit.max_concurrent_uploads HTTP
  *	   requests at once (nor more than the server's file descriptors allow),
  *	   all on the process's one curl multi handle;
- *	4. ik_worker_wait: wait on the latch and the sockets (ik_http_pump), and
- *	   move each finished request's job on (ik_jobs_collect).
+ *	4. ik_worker_wait: wait on the latch and the sockets (ik_http_pump),
+ *	   move each finished request's job on (ik_jobs_collect), and start
+ *	   at once what the ended requests leave room for (a batch's records
+ *	   do the same between their jobs: ik_worker_pump).
  *
  * What happens to a job is ik_jobs.c's state machine; what a failure means
  * (retry, give up, pause, hold) is ik_protocol.c's policy.  A failure is
@@ -100,7 +102,12 @@ static TimestampTz ik_leases_checked = 0;
  * a table's own triggers make one store slow.
  */
 #define IK_RECORD_BUDGET_MS 50
-#define IK_INBOX_BATCH 10000
+/*
+ * Rows moved from the inbox into the queue per transaction: a few tens of
+ * milliseconds of work, during which no request starts (a bulk insert's
+ * first requests wait for one such step only).
+ */
+#define IK_INBOX_BATCH 1000
 #define IK_BACKFILL_BATCH 10000
 #define IK_RETENTION_BATCH 10000
 
@@ -156,6 +163,8 @@ ik_worker_commit(void)
 }
 
 static void ik_worker_record(void);
+static void ik_worker_pump(void);
+static uint32 ik_worker_wait_event(void);
 
 /*
  * End this worker, telling the launcher why.  Asked to stop (database DDL,
@@ -202,7 +211,8 @@ ik_worker_exit(IkExitReason reason)
 static void
 ik_worker_record(void)
 {
-	dlist_mutable_iter it;
+	dlist_iter	it;
+	List	   *batch = NIL;
 	List	   *recorded = NIL;
 	List	   *queue_jobs = NIL;
 	List	   *fallbacks = NIL;
@@ -216,24 +226,25 @@ ik_worker_record(void)
 		ik_worker_exit(IK_EXIT_NOT_INSTALLED);
 	}
 	/* the batch: their job rows locked at once */
-	dlist_foreach_modify(it, ik_jobs_list())
+	dlist_foreach(it, ik_jobs_list())
 	{
 		IkJob	   *job = dlist_container(IkJob, node, it.cur);
 
 		if (job->phase == IK_PHASE_FINISHED && job->record_after <= now)
+		{
+			batch = lappend(batch, job);
 			queue_jobs = lappend(queue_jobs, &job->q);
+		}
 	}
 	ik_queue_lock(queue_jobs, ik_token);
 	queue_jobs = NIL;
 
-	dlist_foreach_modify(it, ik_jobs_list())
+	foreach(lc, batch)
 	{
-		IkJob	   *job = dlist_container(IkJob, node, it.cur);
+		IkJob	   *job = (IkJob *) lfirst(lc);
 		IkFinishOutcome outcome;
 		MemoryContext old;
 
-		if (job->phase != IK_PHASE_FINISHED || job->record_after > now)
-			continue;
 		/* (the rest, their job rows locked for nothing, in the next batch) */
 		if (recorded != NIL &&
 			TimestampDifferenceExceeds(now, GetCurrentTimestamp(), IK_RECORD_BUDGET_MS))
@@ -252,6 +263,7 @@ ik_worker_record(void)
 		if (outcome == IK_FINISH_RECORDED && job->q.result == IK_JOB_FALLBACK)
 			fallbacks = lappend(fallbacks, job);
 		MemoryContextSwitchTo(old);
+		ik_worker_pump();
 	}
 	ik_queue_flush(queue_jobs, ik_token);
 	ik_worker_commit();
@@ -269,6 +281,29 @@ ik_worker_record(void)
 		/* a result may have put a re-pointed job back in the queue */
 		ik_claim_wanted = true;
 	}
+}
+
+/*
+ * Between two jobs of a batch being recorded: move on the jobs whose
+ * requests have ended and give their slots to the jobs waiting for one, so
+ * that the requests of a latency-bound drain do not wait for the batch
+ * (benchmark scenario 1).  Only HTTP and memory, nothing of the database:
+ * the jobs that finish meanwhile are the next batch's, and the look-ups of
+ * those downloaded meanwhile wait for step 2.
+ */
+static void
+ik_worker_pump(void)
+{
+	MemoryContext old;
+
+	if (ik_jobs_requests() == 0)
+		return;
+	old = MemoryContextSwitchTo(ik_loop_cxt);
+	if (ik_http_pump(0, ik_worker_wait_event()) & WL_LATCH_SET)
+		ik_claim_wanted = true;
+	ik_jobs_collect();
+	ik_jobs_start_requests();
+	MemoryContextSwitchTo(old);
 }
 
 /*
@@ -421,10 +456,13 @@ ik_worker_queue_and_claim(void)
 		/*
 		 * The claim counts an attempt, which is there to count this worker's
 		 * death: it must not be lost with it, as an asynchronous commit can.
+		 * (As SET LOCAL does: a source of PGC_S_OVERRIDE would make "on"
+		 * the value the end of the transaction goes back to, and every
+		 * later commit of the worker synchronous.)
 		 */
 		if (claimed != NIL)
 			(void) set_config_option("synchronous_commit", "on", PGC_SUSET,
-									 PGC_S_OVERRIDE, GUC_ACTION_LOCAL, true, 0,
+									 PGC_S_SESSION, GUC_ACTION_LOCAL, true, 0,
 									 false);
 		if (list_length(claimed) < limit && !ik_more_to_queue)
 		{
@@ -518,7 +556,7 @@ ik_worker_wait_event(void)
 
 /*
  * Wait on the latch and the sockets, then move on the jobs whose requests
- * ended.
+ * ended, and start the requests that waited for their slots.
  */
 static void
 ik_worker_wait(void)
@@ -531,6 +569,8 @@ ik_worker_wait(void)
 	if ((rc & WL_TIMEOUT) && ik_jobs_count() == 0)
 		ik_queue_wanted = true;
 	ik_jobs_collect();
+	/* (before steps 1 and 2 take their time) */
+	ik_jobs_start_requests();
 }
 
 void

@@ -54,5 +54,35 @@ cmp_ok($st->{max_downloads_in_flight}, '<=', 25,
 	"downloads open at once stay within the server's descriptors ($st->{max_downloads_in_flight} of 64 allowed by imagekit.max_concurrent_uploads)");
 cmp_ok($st->{max_downloads_in_flight}, '>=', 5, 'and still run concurrently');
 
+# WAL flushes: a claim commits synchronously (its attempt must outlive the
+# worker), everything else the worker commits asynchronously, leaving its
+# WAL to the WAL writer.  Counted by pg_stat_io, which has the WAL's writes
+# per kind of process from 18 on (its fsyncs: none, the test clusters run
+# with fsync = off); a restart flushes the worker's statistics.
+SKIP:
+{
+	skip 'pg_stat_io counts WAL writes from PostgreSQL 18 on', 1
+	  if $node->safe_psql('postgres', 'SHOW server_version_num') < 180000;
+	my $wal_writes = sub {
+		$node->restart;
+		return $node->safe_psql('postgres',
+			"SELECT coalesce(sum(writes), 0) FROM pg_stat_io
+			  WHERE backend_type = 'background worker' AND object = 'wal'");
+	};
+	$ik->config(latency_ms => 0);
+	my $before = $wal_writes->();
+	my $jobs = 20;
+	for my $i (1 .. $jobs)
+	{
+		# one job at a time: a claim and a record each
+		$node->safe_psql('postgres',
+			"INSERT INTO pics VALUES (1000 + $i, '$base/source/img-wal$i-2000.png')");
+		ik_drained($node) or die "job $i was not drained";
+	}
+	my $writes = $wal_writes->() - $before;
+	cmp_ok($writes, '<', 1.5 * $jobs,
+		"$jobs jobs done one by one: the worker wrote WAL $writes times (for each claim; its records commit asynchronously)");
+}
+
 $node->stop;
 done_testing();
