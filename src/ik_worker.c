@@ -102,12 +102,7 @@ static TimestampTz ik_leases_checked = 0;
  * a table's own triggers make one store slow.
  */
 #define IK_RECORD_BUDGET_MS 50
-/*
- * Rows moved from the inbox into the queue per transaction: a few tens of
- * milliseconds of work, during which no request starts (a bulk insert's
- * first requests wait for one such step only).
- */
-#define IK_INBOX_BATCH 1000
+#define IK_INBOX_BATCH 10000
 #define IK_BACKFILL_BATCH 10000
 #define IK_RETENTION_BATCH 10000
 

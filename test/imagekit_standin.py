@@ -14,7 +14,7 @@ Usage::
     python3 test/imagekit_standin.py --host 127.0.0.1 --port 0 \\
         --private-key KEY --url-endpoint https://ik.imagekit.io/demo \\
         --port-file PATH [--max-file-size 26214400] [--latency-ms 0] [--verbose]
-        [--state-file PATH]
+        [--state-file PATH] [--processes N]
 
 The bound port is written to PATH (atomically: PATH.tmp, then rename) and
 ``imagekit stand-in listening on http://HOST:PORT`` is printed.  SIGTERM or
@@ -28,6 +28,12 @@ still knows what was uploaded before (the chaos soak, test/chaos/, does
 this).  Only the store is kept: counters, the ``files`` list, faults and
 config start afresh in each process.  ``/_standin/reset`` empties PATH too.
 
+With ``--processes N`` the server answers in N processes listening on one
+port (``SO_REUSEPORT``: the kernel spreads the connections among them), for
+the benchmark, whose ceiling one Python process would be.  They keep one
+state (see SharedState): the same store, faults taken exactly once, stats
+added up (plus ``requests_per_process``).  The tests use one process.
+
 Upload API (``POST /api/v1/files/upload``, multipart/form-data)
     HTTP Basic auth, user = private key, password ignored (the spec's raw form
     ``Authorization: Basic <private key>`` is accepted too).  No/unusable
@@ -39,7 +45,8 @@ Upload API (``POST /api/v1/files/upload``, multipart/form-data)
     ``tags`` and ``responseFields`` are comma-separated (tags: no ``%``, at
     most 500 characters in all); ``folder`` holds letters, digits, ``/``,
     ``_``, ``-`` (the spec's) and ``.``.  Files are kept as
-    filePath -> sha256.  Every upload request waits ``latency_ms`` first.
+    filePath -> sha256.  Every upload request is answered ``latency_ms`` after
+    it arrived (it is checked meanwhile, and its file stored at the end).
 
 Source files (``GET /source/<name>``)
     ``img-<seed>-<bytes>.png``: a valid 64x64 PNG of exactly <bytes> bytes
