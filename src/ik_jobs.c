@@ -636,6 +636,10 @@ ik_jobs_look_up(void)
 /*
  * Start what waits for an HTTP slot, as long as there are slots; uploads
  * wait while a rate limit pauses them, and are held when none can be made.
+ * A download starts only while fewer jobs than there are slots hold a body
+ * (downloading, downloaded, uploading): the worker's memory stays within
+ * imagekit.max_concurrent_uploads images, also when downloads end faster
+ * than their look-ups and uploads follow.
  */
 void
 ik_jobs_start_requests(void)
@@ -644,6 +648,16 @@ ik_jobs_start_requests(void)
 	bool		paused = ik_shmem_paused_until() > GetCurrentTimestamp();
 	bool		hold = ik_protocol_config_problem() != NULL ||
 		ik_protocol_key_refused(NULL);
+	int			bodies = 0;
+
+	dlist_foreach(it, &ik_jobs)
+	{
+		IkPhase		phase = dlist_container(IkJob, node, it.cur)->phase;
+
+		if (phase == IK_PHASE_DOWNLOADING || phase == IK_PHASE_HASHED ||
+			phase == IK_PHASE_UPLOAD || phase == IK_PHASE_UPLOADING)
+			bodies++;
+	}
 
 	dlist_foreach(it, &ik_jobs)
 	{
@@ -651,8 +665,12 @@ ik_jobs_start_requests(void)
 
 		if (ik_nrequests >= ik_jobs_concurrency())
 			break;
-		if (job->phase == IK_PHASE_DOWNLOAD)
+		if (job->phase == IK_PHASE_DOWNLOAD && bodies < ik_jobs_concurrency())
+		{
 			ik_job_step(job, IK_JOB_EV_SLOT);
+			if (job->phase == IK_PHASE_DOWNLOADING)
+				bodies++;
+		}
 		else if (job->phase == IK_PHASE_UPLOAD && hold)
 			ik_job_step(job, IK_JOB_EV_HOLD);
 		else if (job->phase == IK_PHASE_UPLOAD && !paused)

@@ -14,7 +14,7 @@ Usage::
     python3 test/imagekit_standin.py --host 127.0.0.1 --port 0 \\
         --private-key KEY --url-endpoint https://ik.imagekit.io/demo \\
         --port-file PATH [--max-file-size 26214400] [--latency-ms 0] [--verbose]
-        [--state-file PATH] [--processes N]
+        [--state-file PATH] [--processes N] [--trace PATH]
 
 The bound port is written to PATH (atomically: PATH.tmp, then rename) and
 ``imagekit stand-in listening on http://HOST:PORT`` is printed.  SIGTERM or
@@ -1534,10 +1534,11 @@ class Server:
     """What every connection shares: the state, whether to log requests, and
     the timer for latency_ms."""
 
-    def __init__(self, state, verbose, timer):
+    def __init__(self, state, verbose, timer, trace=None):
         self.state = state
         self.verbose = verbose
         self.timer = timer
+        self.trace = trace              # --trace: a line per request
 
     async def latency_sleep(self, since):
         """Wait until latency_ms after ``since`` (time.monotonic())."""
@@ -1579,6 +1580,7 @@ async def serve_connection(server, reader, writer):
     sock = writer.get_extra_info("socket")
     if sock is not None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    client = writer.get_extra_info("peername", ("-", 0))
     try:
         while True:
             try:
@@ -1595,9 +1597,14 @@ async def serve_connection(server, reader, writer):
                 await writer.drain()
                 return
             handler = Handler(server, reader, writer, *parsed)
+            arrived = time.time()
             await handler.dispatch()
             handler.flush()
             await writer.drain()
+            if server.trace is not None:
+                server.trace.write("%s:%d %.6f %.6f %s %s\n" % (
+                    client[0], client[1], arrived, time.time(), parsed[0],
+                    parsed[1].split("?", 1)[0]))
             if handler.close_connection:
                 return
     except (ConnectionError, OSError):
@@ -1608,7 +1615,8 @@ async def serve_connection(server, reader, writer):
 
 async def serve(args, state, sock):
     """Answer connections on the listening socket until SIGTERM or SIGINT."""
-    server = Server(state, args.verbose, Timer(asyncio.get_running_loop()))
+    trace = open(args.trace, "a", buffering=1) if args.trace else None
+    server = Server(state, args.verbose, Timer(asyncio.get_running_loop()), trace)
     listener = await asyncio.start_server(
         lambda r, w: serve_connection(server, r, w), sock=sock, limit=MAX_HEAD)
     stop = asyncio.Event()
@@ -1789,6 +1797,8 @@ def parse_args(argv):
     parser.add_argument("--verbose", action="store_true")
     parser.add_argument("--state-file", help="keep the file store in this file "
                         "across restarts (JSON lines)")
+    parser.add_argument("--trace", help="append a line per request to this file: "
+                        "client, arrival and end (Unix time), method, path")
     parser.add_argument("--processes", type=int, default=1,
                         help="answer requests in this many processes (the benchmark's "
                         "ceiling); the state is shared")

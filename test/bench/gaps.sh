@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# How long the worker leaves an HTTP connection idle between a response and
+# its next request, in benchmark scenario 1's drain (2000 images of 20 KB,
+# the stand-in waiting 50 ms per request, 32 at once), seen from the
+# stand-in's side (--trace: when each request arrived and ended, per
+# connection).  The time lost to the ideal (4000 x 50 ms / 32) is mostly
+# this; BENCHMARKS.md quotes it.
+#
+#   bash test/bench/gaps.sh                 (as root)
+#   bash test/bench/gaps.sh --rows 4000 --keep
+set -euo pipefail
+. "$(dirname "$0")/../lib.sh"
+
+rows=2000
+keep=0
+while [ $# -gt 0 ]; do
+	case $1 in
+		--rows) rows=${2:?}; shift ;;
+		--keep) keep=1 ;;
+		-h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+		*) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
+	esac
+	shift
+done
+
+ik_install_deps
+ik_build_install
+work=$(ik_workdir)
+cleanup() {
+	ik_stop_cluster "$work"
+	ik_stop_standin "$work"
+	if [ "$keep" -eq 1 ]; then echo "files kept in $work" >&2; else rm -rf "$work"; fi
+}
+trap cleanup EXIT
+
+key=private_gaps
+ik_start_standin "$work" "$key" --processes "$(nproc)" --latency-ms 50 --trace "$work/trace.txt"
+port=$((30000 + RANDOM % 10000))
+ik_start_bench_cluster "$work" "$port" "$key" "track_commit_timestamp = on"
+psql_() { ik_as_postgres psql -X -q -At -h "$work" -p "$port" -U postgres -d postgres -v ON_ERROR_STOP=1 "$@"; }
+psql_ -c "CREATE EXTENSION imagekit_ext" -f "$IK_ROOT/migrations/coffee_images.sql" >/dev/null
+: >"$work/trace.txt"
+
+xid=$(psql_ -c "BEGIN" -c "INSERT INTO coffee_images (coffee_id, url)
+	SELECT g, 'http://127.0.0.1:$IK_STANDIN_PORT/source/img-gaps-' || g || '-20000.png'
+	  FROM generate_series(1, $rows) g" -c "SELECT txid_current()" -c "COMMIT")
+until [ "$(psql_ -c 'SELECT count(*) FROM coffee_images WHERE imagekit_url IS NULL')" = 0 ]; do
+	sleep 0.05
+done
+psql_ -c "SELECT extract(epoch FROM pg_xact_commit_timestamp('$xid'::xid)),
+                 extract(epoch FROM max(pg_xact_commit_timestamp(xmin))) FROM coffee_images" \
+	>"$work/walls.txt"
+
+python3 - "$work/trace.txt" "$work/walls.txt" "$rows" <<'PY'
+import collections, sys
+trace, walls, rows = sys.argv[1], sys.argv[2], int(sys.argv[3])
+t0, t1 = (float(x) for x in open(walls).read().split("|"))
+reqs = sorted((float(a), float(e), c, p) for c, a, e, _, p in
+              (line.split() for line in open(trace)))
+by_conn = collections.defaultdict(list)
+for r in reqs:
+    by_conn[r[2]].append(r)
+gaps = sorted(b[0] - a[1] for rs in by_conn.values() for a, b in zip(rs, rs[1:]))
+q = lambda f: 1000 * gaps[min(len(gaps) - 1, int(f * len(gaps)))]
+busy = sum(e - a for a, e, _, _ in reqs)
+ideal = 2 * rows * 0.050 / 32
+print("%d requests on %d connections; wall %.2f s = %.3f x ideal (%.2f s)"
+      % (len(reqs), len(by_conn), t1 - t0, (t1 - t0) / ideal, ideal))
+print("first request %.1f ms after the insert's commit; last URL committed %.1f ms after "
+      "the last answer" % (1000 * (reqs[0][0] - t0), 1000 * (t1 - max(e for _, e, _, _ in reqs))))
+print("a request takes the stand-in %.2f ms on average; %.1f requests in flight on average"
+      % (1000 * busy / len(reqs), busy / (t1 - t0)))
+print("a connection idle between a response and its next request: mean %.2f ms, "
+      "p50 %.2f, p90 %.2f, p99 %.2f, max %.1f"
+      % (1000 * sum(gaps) / len(gaps), q(0.5), q(0.9), q(0.99), 1000 * gaps[-1]))
+PY
