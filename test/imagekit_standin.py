@@ -281,17 +281,26 @@ class State:
 
     def settings(self):
         with self.lock:
-            return {"latency_ms": self.latency_ms, "private_key": self.private_key,
-                    "max_file_size": self.max_file_size}
+            return self.settings_now()
+
+    def settings_now(self):
+        """The settings (the lock held, or the copy known to be current)."""
+        return {"latency_ms": self.latency_ms, "private_key": self.private_key,
+                "max_file_size": self.max_file_size}
 
     # -- upload request accounting -----------------------------------------
 
     def upload_started(self):
         """Count an arriving upload request and take one unit of the head fault."""
-        with self.lock:
+        with self.count_lock:
             self.requests += 1
             self.in_flight += 1
-            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            self.max_in_flight = max(self.max_in_flight, self.total("in_flight"))
+        return self.take_fault()
+
+    def take_fault(self):
+        """One unit of the head fault (a copy of it), or None."""
+        with self.lock:
             if not self.faults:
                 return None
             head = self.faults[0]
@@ -609,25 +618,12 @@ class SharedState(State):
     # lock only to take a fault (and to store a file).
 
     def settings(self):
-        if not self.current():
-            return super().settings()
-        return {"latency_ms": self.latency_ms, "private_key": self.private_key,
-                "max_file_size": self.max_file_size}
+        return self.settings_now() if self.current() else super().settings()
 
-    def upload_started(self):
-        with self.count_lock:
-            self.requests += 1
-            self.in_flight += 1
-            self.max_in_flight = max(self.max_in_flight, self.total("in_flight"))
+    def take_fault(self):
         if self.current() and not self.faults:
             return None
-        with self.lock:
-            if not self.faults:
-                return None
-            head = self.faults[0]
-            self.change("take_fault")
-            self.faults_consumed += 1
-            return dict(head)
+        return super().take_fault()
 
     def snapshot(self, brief=False):
         snap = super().snapshot(brief)

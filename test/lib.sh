@@ -139,6 +139,42 @@ ik_start_bench_cluster() {
 		"$@"
 }
 
+# ik_bench_dir KEEP, then ik_bench_start KEY [STANDIN_OPTION...]: what
+# test/bench's profile.sh and gaps.sh drain on: a scratch directory
+# (IK_BENCH_DIR), removed at exit unless KEEP is 1; the stand-in in one
+# process per core, with the options given; the benchmark's cluster
+# (IK_BENCH_PORT) with imagekit_ext and migrations/coffee_images.sql
+# installed.  ik_bench_psql runs psql on it.
+ik_bench_dir() {
+	IK_BENCH_KEEP=$1
+	IK_BENCH_DIR=$(ik_workdir)
+	trap ik_bench_cleanup EXIT
+}
+
+ik_bench_start() {
+	local key=$1
+	shift
+	ik_start_standin "$IK_BENCH_DIR" "$key" --processes "$(nproc)" "$@"
+	IK_BENCH_PORT=$((30000 + RANDOM % 10000))
+	ik_start_bench_cluster "$IK_BENCH_DIR" "$IK_BENCH_PORT" "$key" "track_commit_timestamp = on"
+	ik_bench_psql -c "CREATE EXTENSION imagekit_ext" -f "$IK_ROOT/migrations/coffee_images.sql" >/dev/null
+}
+
+ik_bench_psql() {
+	ik_as_postgres psql -X -q -At -h "$IK_BENCH_DIR" -p "$IK_BENCH_PORT" -U postgres \
+		-d postgres -v ON_ERROR_STOP=1 "$@"
+}
+
+ik_bench_cleanup() {
+	ik_stop_cluster "$IK_BENCH_DIR"
+	ik_stop_standin "$IK_BENCH_DIR"
+	if [ "$IK_BENCH_KEEP" -eq 1 ]; then
+		echo "files kept in $IK_BENCH_DIR" >&2
+	else
+		rm -rf "$IK_BENCH_DIR"
+	fi
+}
+
 # ik_stop_standin DIR: stop the stand-in started with ik_start_standin DIR
 # (runuser's child survives a kill of runuser itself).
 ik_stop_standin() {

@@ -25,21 +25,10 @@ done
 
 ik_install_deps
 ik_build_install
-work=$(ik_workdir)
-cleanup() {
-	ik_stop_cluster "$work"
-	ik_stop_standin "$work"
-	if [ "$keep" -eq 1 ]; then echo "files kept in $work" >&2; else rm -rf "$work"; fi
-}
-trap cleanup EXIT
-
-key=private_gaps
-ik_start_standin "$work" "$key" --processes "$(nproc)" --latency-ms 50 --trace "$work/trace.txt"
-port=$((30000 + RANDOM % 10000))
-ik_start_bench_cluster "$work" "$port" "$key" "track_commit_timestamp = on"
-psql_() { ik_as_postgres psql -X -q -At -h "$work" -p "$port" -U postgres -d postgres -v ON_ERROR_STOP=1 "$@"; }
-psql_ -c "CREATE EXTENSION imagekit_ext" -f "$IK_ROOT/migrations/coffee_images.sql" >/dev/null
-: >"$work/trace.txt"
+ik_bench_dir "$keep"
+work=$IK_BENCH_DIR
+ik_bench_start private_gaps --latency-ms 50 --trace "$work/trace.txt"
+psql_() { ik_bench_psql "$@"; }
 
 xid=$(psql_ -c "BEGIN" -c "INSERT INTO coffee_images (coffee_id, url)
 	SELECT g, 'http://127.0.0.1:$IK_STANDIN_PORT/source/img-gaps-' || g || '-20000.png'

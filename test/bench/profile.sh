@@ -36,20 +36,10 @@ if ! command -v perf >/dev/null; then
 fi
 ik_build_install
 
-work=$(ik_workdir)
-cleanup() {
-	ik_stop_cluster "$work"
-	ik_stop_standin "$work"
-	if [ "$keep" -eq 1 ]; then echo "files kept in $work" >&2; else rm -rf "$work"; fi
-}
-trap cleanup EXIT
-
-key=private_profile
-ik_start_standin "$work" "$key" --processes "$(nproc)"
-port=$((30000 + RANDOM % 10000))
-ik_start_bench_cluster "$work" "$port" "$key"
-psql_() { ik_as_postgres psql -X -q -At -h "$work" -p "$port" -U postgres -d postgres -v ON_ERROR_STOP=1 "$@"; }
-psql_ -c "CREATE EXTENSION imagekit_ext" -f "$IK_ROOT/migrations/coffee_images.sql" >/dev/null
+ik_bench_dir "$keep"
+work=$IK_BENCH_DIR
+ik_bench_start private_profile
+psql_() { ik_bench_psql "$@"; }
 
 pid=
 for _ in $(seq 1 200); do
