@@ -600,21 +600,32 @@ ik_jobs_has_phase(IkPhase phase)
 	return false;
 }
 
-/* Downloaded jobs whose dedup lookup is due? */
-bool
-ik_jobs_lookup_due(void)
+/*
+ * When the next dedup look-up of a downloaded job is due: at once (0) for
+ * one just downloaded, later for one whose content another worker is
+ * uploading; DT_NOEND when no job waits for a look-up.
+ */
+TimestampTz
+ik_jobs_lookup_at(void)
 {
 	dlist_iter	it;
-	TimestampTz now = GetCurrentTimestamp();
+	TimestampTz at = DT_NOEND;
 
 	dlist_foreach(it, &ik_jobs)
 	{
 		IkJob	   *job = dlist_container(IkJob, node, it.cur);
 
-		if (job->phase == IK_PHASE_HASHED && job->dedup_after <= now)
-			return true;
+		if (job->phase == IK_PHASE_HASHED)
+			at = Min(at, job->dedup_after);
 	}
-	return false;
+	return at;
+}
+
+/* Downloaded jobs whose dedup lookup is due? */
+bool
+ik_jobs_lookup_due(void)
+{
+	return ik_jobs_lookup_at() <= GetCurrentTimestamp();
 }
 
 /* In a transaction: look up the downloaded jobs that are due. */

@@ -69,6 +69,7 @@ extern int	ik_jobs_active(void);
 extern int	ik_jobs_concurrency(void);
 extern int	ik_jobs_capacity(void);
 extern bool ik_jobs_has_phase(IkPhase phase);
+extern TimestampTz ik_jobs_lookup_at(void);
 extern bool ik_jobs_lookup_due(void);
 extern void ik_jobs_look_up(void);
 extern void ik_jobs_start_requests(void);

@@ -516,6 +516,7 @@ ik_worker_wait_ms(void)
 	long		wait = IK_IDLE_WAIT_MS;
 	TimestampTz paused = ik_shmem_paused_until();
 	TimestampTz key_retry = ik_protocol_key_retry_at();
+	TimestampTz lookup = ik_jobs_lookup_at();
 
 	if (ik_jobs_requests() > 0)
 		wait = 1000;
@@ -523,8 +524,12 @@ ik_worker_wait_ms(void)
 		wait = Min(wait, Max(0, (long) ((ik_next_due - now) / 1000)));
 	if (paused > now && ik_jobs_has_phase(IK_PHASE_UPLOAD))
 		wait = Min(wait, (long) ((paused - now) / 1000) + 1);
-	if (ik_jobs_has_phase(IK_PHASE_HASHED))
-		wait = Min(wait, 50);
+	/*
+	 * (downloads that end while a batch is recorded are looked up in the
+	 * next step 2, at once: the wait may have no socket to end it)
+	 */
+	if (lookup != DT_NOEND)
+		wait = Min(wait, Max(0, (long) ((lookup - now) / 1000)));
 	if (ik_jobs_has_phase(IK_PHASE_FINISHED))
 		wait = Min(wait, Max(0, (long) ((ik_worker_record_at() - now) / 1000)));
 	if (ik_more_to_queue && ik_claim_wanted)

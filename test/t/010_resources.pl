@@ -1,8 +1,9 @@
 # What the workers take from the server: file descriptors for curl's
 # sockets count against the server's limit (the worker opens no more
 # connections than fd.c allows, and what is beyond waits instead of
-# failing); a worker count that takes every background worker slot is
-# warned about at start.
+# failing); memory, in images held, stays within the worker's slots; a
+# worker count that takes every background worker slot is warned about at
+# start; the worker's commits leave their WAL to the WAL writer.
 use strict;
 use warnings;
 
@@ -14,8 +15,11 @@ use ImageKitStandIn;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use Time::HiRes;
 
-my $ik = ImageKitStandIn->new;
+# the stand-in traces every request: client, arrival, end, method, path
+my $trace = PostgreSQL::Test::Utils::tempdir() . '/trace';
+my $ik = ImageKitStandIn->new(extra_args => [ '--trace', $trace ]);
 my $base = $ik->base_url;
 
 my $node = PostgreSQL::Test::Cluster->new('resources');
@@ -53,6 +57,42 @@ my $st = $ik->stats;
 cmp_ok($st->{max_downloads_in_flight}, '<=', 25,
 	"downloads open at once stay within the server's descriptors ($st->{max_downloads_in_flight} of 64 allowed by imagekit.max_concurrent_uploads)");
 cmp_ok($st->{max_downloads_in_flight}, '>=', 5, 'and still run concurrently');
+
+# Memory: a download starts only while fewer jobs than
+# imagekit.max_concurrent_uploads hold a body (downloading, downloaded,
+# uploading).  Downloads answer at once and uploads after 300 ms, so
+# without that rule downloaded bodies would pile up behind the uploads
+# (the worker claims up to imagekit.batch_size jobs ahead of its slots).
+# Read from the stand-in's trace: a body is held from before its GET
+# arrives until after its upload's answer is sent, so the count of bodies
+# held when a GET arrives, taken there, is never more than the worker's.
+my $slots = 4;
+$node->append_conf('postgresql.conf', "imagekit.max_concurrent_uploads = $slots\n");
+$node->restart;
+$ik->config(latency_ms => 0);
+my $images = 24;
+$ik->faults({ action => 'delay', ms => 300, count => $images });
+my $since = Time::HiRes::time();
+$node->safe_psql('postgres',
+	"INSERT INTO pics SELECT 500 + g, '$base/source/img-body' || g || '-20000.png' FROM generate_series(1, $images) g");
+ok(ik_drained($node), 'drained with uploads slower than downloads');
+my @events;
+for my $line (split /\n/, slurp_file($trace))
+{
+	my ($client, $arrived, $ended, $method, $path) = split / /, $line;
+	next if $arrived < $since;
+	push @events, [ $arrived, 1 ] if $path =~ m{^/source/img-body};
+	push @events, [ $ended, -1 ] if $path eq '/api/v1/files/upload';
+}
+is(scalar(grep { $_->[1] == 1 } @events), $images, 'each source downloaded once');
+my ($held, $most) = (0, 0);
+for my $event (sort { $a->[0] <=> $b->[0] || $a->[1] <=> $b->[1] } @events)
+{
+	$held += $event->[1];
+	$most = $held if $held > $most;
+}
+is($most, $slots,
+	"bodies held at once: $most, as many as imagekit.max_concurrent_uploads, never more");
 
 # WAL flushes: a claim commits synchronously (its attempt must outlive the
 # worker), everything else the worker commits asynchronously, leaving its
