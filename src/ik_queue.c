@@ -263,20 +263,21 @@ ik_queue_backfill_step(int limit, int64 *queued)
 /*
  * Housekeeping, every few seconds: fold the job counts of imagekit.status
  * together, and remove finished jobs older than imagekit.job_retention (in
- * seconds; -1: never), at most "limit" of them.
+ * seconds; -1: never), at most "limit" of them.  Returns whether "limit"
+ * went: there may be more.
  */
-void
+bool
 ik_queue_housekeeping(int retention_s, int limit)
 {
-	ik_queue_call("SELECT imagekit.compact_counts()", 0, NULL, NULL, NULL);
-	if (retention_s >= 0)
-	{
-		Oid			argtypes[2] = {INT4OID, INT4OID};
-		Datum		args[2] = {Int32GetDatum(retention_s), Int32GetDatum(limit)};
+	bool		isnull;
+	Oid			argtypes[2] = {INT4OID, INT4OID};
+	Datum		args[2] = {Int32GetDatum(retention_s), Int32GetDatum(limit)};
 
-		ik_queue_call("SELECT imagekit.remove_finished($1 * interval '1 second', $2)",
-					  2, argtypes, args, NULL);
-	}
+	ik_queue_call("SELECT imagekit.compact_counts()", 0, NULL, NULL, NULL);
+	if (retention_s < 0)
+		return false;
+	return DatumGetInt32(ik_queue_call_value("SELECT imagekit.remove_finished($1 * interval '1 second', $2)",
+											 2, argtypes, args, NULL, &isnull)) >= limit;
 }
 
 /*

@@ -109,7 +109,7 @@ extern void ik_queue_release(int64 token);
 extern int	ik_queue_database_workers(void);
 extern int	ik_queue_absorb_inbox(int limit);
 extern bool ik_queue_backfill_step(int limit, int64 *queued);
-extern void ik_queue_housekeeping(int retention_s, int limit);
+extern bool ik_queue_housekeeping(int retention_s, int limit);
 extern List *ik_queue_claim(int slot, int64 token, int limit, int lease_ms,
 							MemoryContext parent, Size job_size);
 extern void ik_queue_lock(List *jobs, int64 token);

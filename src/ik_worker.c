@@ -34,7 +34,8 @@
  * seconds while busy, and every 30 s when idle, it puts back the jobs of
  * lost leases (a worker that died, a server restarted: their lease token
  * is no running worker's), folds the job counts of imagekit.status and
- * removes finished jobs older than imagekit.job_retention.  Asked to stop
+ * removes finished jobs older than imagekit.job_retention (every second
+ * while more than a batch of them is due).  Asked to stop
  * (database DDL, or the launcher), it records what it finished, gives back
  * what it holds and exits.  Errors end the worker; the launcher starts it
  * again after a backoff, and it first gives back what the dead process
@@ -105,6 +106,14 @@ static TimestampTz ik_leases_checked = 0;
 #define IK_INBOX_BATCH 10000
 #define IK_BACKFILL_BATCH 10000
 #define IK_RETENTION_BATCH 10000
+/*
+ * While a housekeeping step leaves finished jobs past their retention (it
+ * removed a whole batch), the next comes after this long instead of
+ * IK_LEASE_CHECK_MS: retention keeps up with a drain of up to
+ * IK_RETENTION_BATCH jobs a second, and imagekit.jobs stops growing.
+ */
+#define IK_RETENTION_AGAIN_MS 1000
+static bool ik_retention_behind = false;
 
 /* the inbox had more rows, or a backfill is under way: queue more soon */
 static bool ik_more_to_queue = false;
@@ -280,11 +289,13 @@ ik_worker_record(void)
 
 /*
  * Between two jobs of a batch being recorded: move on the jobs whose
- * requests have ended and give their slots to the jobs waiting for one, so
- * that the requests of a latency-bound drain do not wait for the batch
- * (benchmark scenario 1).  Only HTTP and memory, nothing of the database:
- * the jobs that finish meanwhile are the next batch's, and the look-ups of
- * those downloaded meanwhile wait for step 2.
+ * requests have ended, look up the contents just downloaded, and give the
+ * slots to the jobs waiting for one, so that the requests of a
+ * latency-bound drain do not wait for the batch (benchmark scenario 1).
+ * The jobs that finish meanwhile are the next batch's.  A look-up only
+ * reads imagekit.assets and takes no lock it would wait for (the upload
+ * lock of a content is tried, see ik_asset_trylock()): the batch's
+ * transaction is the look-up's as well as step 2's would be.
  */
 static void
 ik_worker_pump(void)
@@ -297,6 +308,8 @@ ik_worker_pump(void)
 	if (ik_http_pump(0, ik_worker_wait_event()) & WL_LATCH_SET)
 		ik_claim_wanted = true;
 	ik_jobs_collect();
+	if (ik_jobs_lookup_due())
+		ik_jobs_look_up();
 	ik_jobs_start_requests();
 	MemoryContextSwitchTo(old);
 }
@@ -370,6 +383,13 @@ ik_worker_may_claim(void)
 
 static bool ik_worker_should_claim(void);
 
+/* How often leases are checked and housekeeping done. */
+static int
+ik_worker_housekeeping_ms(void)
+{
+	return ik_retention_behind ? IK_RETENTION_AGAIN_MS : IK_LEASE_CHECK_MS;
+}
+
 /*
  * One transaction: dedup downloaded jobs, move the inbox into the queue,
  * backfill, keep house, and claim more if there is room.
@@ -401,10 +421,11 @@ ik_worker_queue_and_claim(void)
 		ik_settings_stale = false;
 	}
 	/* at once when starting: what this slot held before is given back */
-	if (TimestampDifferenceExceeds(ik_leases_checked, now, IK_LEASE_CHECK_MS))
+	if (TimestampDifferenceExceeds(ik_leases_checked, now, ik_worker_housekeeping_ms()))
 	{
 		ik_queue_requeue_lost();
-		ik_queue_housekeeping(ik_guc_job_retention, IK_RETENTION_BATCH);
+		ik_retention_behind = ik_queue_housekeeping(ik_guc_job_retention,
+													IK_RETENTION_BATCH);
 		ik_leases_checked = now;
 		ik_queue_wanted = true;
 	}
@@ -538,6 +559,13 @@ ik_worker_wait_ms(void)
 		wait = Min(wait, Max(0, (long) ((ik_backfill_after - now) / 1000)));
 	if (key_retry > now)
 		wait = Min(wait, (long) ((key_retry - now) / 1000) + 1);
+	if (ik_retention_behind)
+	{
+		TimestampTz next = TimestampTzPlusMilliseconds(ik_leases_checked,
+													   IK_RETENTION_AGAIN_MS);
+
+		wait = Min(wait, Max(0, (long) ((next - now) / 1000)));
+	}
 	return wait;
 }
 

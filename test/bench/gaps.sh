@@ -44,13 +44,12 @@ python3 - "$work/trace.txt" "$work/walls.txt" "$rows" <<'PY'
 import collections, sys
 trace, walls, rows = sys.argv[1], sys.argv[2], int(sys.argv[3])
 t0, t1 = (float(x) for x in open(walls).read().split("|"))
-reqs = sorted((float(a), float(e), c, p) for c, a, e, _, p in
+reqs = sorted((float(a), float(e), c, m) for c, a, e, m, _ in
               (line.split() for line in open(trace)))
 by_conn = collections.defaultdict(list)
 for r in reqs:
     by_conn[r[2]].append(r)
-gaps = sorted(b[0] - a[1] for rs in by_conn.values() for a, b in zip(rs, rs[1:]))
-q = lambda f: 1000 * gaps[min(len(gaps) - 1, int(f * len(gaps)))]
+gaps = [b[0] - a[1] for rs in by_conn.values() for a, b in zip(rs, rs[1:])]
 busy = sum(e - a for a, e, _, _ in reqs)
 ideal = 2 * rows * 0.050 / 32
 print("%d requests on %d connections; wall %.2f s = %.3f x ideal (%.2f s)"
@@ -59,7 +58,16 @@ print("first request %.1f ms after the insert's commit; last URL committed %.1f 
       "the last answer" % (1000 * (reqs[0][0] - t0), 1000 * (t1 - max(e for _, e, _, _ in reqs))))
 print("a request takes the stand-in %.2f ms on average; %.1f requests in flight on average"
       % (1000 * busy / len(reqs), busy / (t1 - t0)))
-print("a connection idle between a response and its next request: mean %.2f ms, "
-      "p50 %.2f, p90 %.2f, p99 %.2f, max %.1f"
-      % (1000 * sum(gaps) / len(gaps), q(0.5), q(0.9), q(0.99), 1000 * gaps[-1]))
+def show(what, gaps):
+    gaps = sorted(gaps)
+    q = lambda f: 1000 * gaps[min(len(gaps) - 1, int(f * len(gaps)))]
+    print("%s: mean %.2f ms, p50 %.2f, p90 %.2f, p99 %.2f, max %.1f (%d)"
+          % (what, 1000 * sum(gaps) / len(gaps), q(0.5), q(0.9), q(0.99),
+             1000 * gaps[-1], len(gaps)))
+show("a connection idle between a response and its next request", gaps)
+# after a download the worker looks the content up in the database before
+# it uploads; after an upload the next job's download needs nothing
+for method, what in (("GET", "  after a download"), ("POST", "  after an upload")):
+    show(what, [b[0] - a[1] for rs in by_conn.values() for a, b in zip(rs, rs[1:])
+                if a[3] == method])
 PY
