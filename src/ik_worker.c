@@ -21,8 +21,10 @@
  *	   all on the process's one curl multi handle;
  *	4. ik_worker_wait: wait on the latch and the sockets (ik_http_pump),
  *	   move each finished request's job on (ik_jobs_collect), and start
- *	   at once what the ended requests leave room for (a batch's records
- *	   do the same between their jobs: ik_worker_pump).
+ *	   at once what the ended requests leave room for.  Steps 1 and 2 do
+ *	   the same, and look up what was downloaded, before their database
+ *	   work and between a batch's jobs (ik_worker_pump), so that no request
+ *	   waits for a whole step.
  *
  * What happens to a job is ik_jobs.c's state machine; what a failure means
  * (retry, give up, pause, hold) is ik_protocol.c's policy.  A failure is
@@ -557,8 +559,9 @@ ik_worker_wait_ms(void)
 	if (paused > now && ik_jobs_has_phase(IK_PHASE_UPLOAD))
 		wait = Min(wait, (long) ((paused - now) / 1000) + 1);
 	/*
-	 * (downloads that end while a batch is recorded are looked up in the
-	 * next step 2, at once: the wait may have no socket to end it)
+	 * a downloaded job is looked up when due (at once, or a while after
+	 * another worker held its content's upload lock): the wait may have no
+	 * socket to end it
 	 */
 	if (lookup != DT_NOEND)
 		wait = Min(wait, Max(0, (long) ((lookup - now) / 1000)));
