@@ -284,8 +284,10 @@ ik_upload_request(const IkUploadOptions *opts, const char *data, size_t len,
  * holds a NUL byte).  Never fails otherwise: a character the server
  * encoding lacks is kept as %XX escapes of its UTF-8 bytes (so a CDN URL
  * stays a valid URL for the same file, and a message stays readable).
- * Outside a transaction (in the worker) the conversion functions cannot be
- * looked up, so there every non-ASCII character is escaped.
+ * Outside a transaction the conversion functions cannot be looked up, so
+ * the worker, which takes in answers both outside and inside its
+ * transactions, escapes every non-ASCII character wherever it is: the same
+ * answer gives the same text whenever it came.
  */
 char *
 ik_utf8_to_server(const char *s, size_t len)
@@ -303,7 +305,7 @@ ik_utf8_to_server(const char *s, size_t len)
 	if (enc == PG_UTF8 || enc == PG_SQL_ASCII)
 		return pnstrdup(s, len);
 
-	if (IsTransactionState())
+	if (IsTransactionState() && !IsBackgroundWorker)
 	{
 		proc = FindDefaultConversionProc(PG_UTF8, enc);
 		dest = palloc(destlen);

@@ -309,17 +309,19 @@ $node->safe_psql('lat', q{
 $node->poll_query_until('lat', "SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'imagekit worker' AND datname = 'lat'")
   or die 'the worker did not move to database lat';
 $ik->reset;
-$ik->faults({ action => 'json', body => { url => "https://ik.imagekit.io/demo/caf\x{e9}\x{2615}.png" } },
+# (20 rows, all answered alike: the worker takes some answers in while it
+# records others, inside a transaction, and the rest outside one)
+$ik->faults({ action => 'json', count => 20, body => { url => "https://ik.imagekit.io/demo/caf\x{e9}\x{2615}.png" } },
 	{ status => 400, body => { message => "Fichier refus\x{e9} \x{2615}", help => '' } });
-$node->safe_psql('lat', "INSERT INTO imgs VALUES (1, '" . $ik->source_url(900) . "')");
-$node->poll_query_until('lat', "SELECT state = 'done' FROM imagekit.jobs") or die 'row 1 not done';
-$node->safe_psql('lat', "INSERT INTO imgs VALUES (2, '" . $ik->source_url(901) . "')");
-$node->poll_query_until('lat', "SELECT count(*) = 2 FROM imagekit.jobs WHERE state IN ('done', 'fallback')")
-  or die 'row 2 not settled';
-is($node->safe_psql('lat', "SELECT convert_to(imagekit_url, 'UTF8') FROM imgs WHERE id = 1"),
+$node->safe_psql('lat', "INSERT INTO imgs SELECT g, '$base/source/img-' || (900 + g) || '-2000.png' FROM generate_series(1, 20) g");
+$node->poll_query_until('lat', "SELECT count(*) = 20 FROM imagekit.jobs WHERE state = 'done'") or die 'rows 1-20 not done';
+$node->safe_psql('lat', "INSERT INTO imgs VALUES (21, '" . $ik->source_url(999) . "')");
+$node->poll_query_until('lat', "SELECT count(*) = 21 FROM imagekit.jobs WHERE state IN ('done', 'fallback')")
+  or die 'row 21 not settled';
+is($node->safe_psql('lat', "SELECT string_agg(DISTINCT convert_to(imagekit_url, 'UTF8')::text, ' ') FROM imgs WHERE id <= 20"),
 	'\x' . unpack('H*', 'https://ik.imagekit.io/demo/caf%C3%A9%E2%98%95.png'),
-	'LATIN1 database, worker: a non-ASCII CDN URL is stored percent-encoded');
-like($node->safe_psql('lat', "SELECT last_error FROM imagekit.jobs j JOIN imgs i ON i.id::text = j.row_key WHERE i.id = 2"),
+	'LATIN1 database, worker: a non-ASCII CDN URL is stored percent-encoded, the same in all 20 rows');
+like($node->safe_psql('lat', "SELECT last_error FROM imagekit.jobs j JOIN imgs i ON i.id::text = j.row_key WHERE i.id = 21"),
 	qr/^ImageKit refused the upload: Fichier refus%C3%A9 %E2%98%95, request ID/,
 	'LATIN1 database, worker: a non-ASCII message is kept escaped');
 $ik->faults({ status => 400, body => { message => "Fichier refus\x{e9} \x{2615}", help => '' } });
