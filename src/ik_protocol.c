@@ -305,7 +305,7 @@ ik_utf8_to_server(const char *s, size_t len)
 	if (enc == PG_UTF8 || enc == PG_SQL_ASCII)
 		return pnstrdup(s, len);
 
-	if (IsTransactionState() && !IsBackgroundWorker)
+	if (IsTransactionState() && MyBackendType != B_BG_WORKER)
 	{
 		proc = FindDefaultConversionProc(PG_UTF8, enc);
 		dest = palloc(destlen);
