@@ -215,5 +215,17 @@ is(sq("SELECT string_agg(tbl || ':' || queued || '/' || in_flight || '/' || done
                        FROM imagekit.jobs j WHERE j.tbl = a.tbl), ' ' ORDER BY a.tbl::text) FROM imagekit.attachments a"),
 	'imagekit.recount() counts the queue anew');
 
+# the queue's tables keep their pages when emptied: autovacuum's truncation
+# would lock them (ACCESS EXCLUSIVE) against the triggers, the workers and
+# imagekit.status
+is(sq("SELECT string_agg(relname, ' ' ORDER BY relname) FROM pg_class
+         WHERE relnamespace = 'imagekit'::regnamespace AND 'vacuum_truncate=false' = ANY (reloptions)"),
+	'inbox job_counts jobs',
+	'the queue\'s tables are not truncated by vacuum');
+my $pages = sq("SELECT pg_relation_size('imagekit.jobs')");
+sq("DELETE FROM imagekit.jobs");
+sq("VACUUM imagekit.jobs");
+is(sq("SELECT pg_relation_size('imagekit.jobs')"), $pages, "a VACUUM of the emptied queue leaves its $pages bytes");
+
 $node->stop;
 done_testing();
