@@ -163,9 +163,10 @@ CREATE INDEX jobs_fallback_idx ON imagekit.jobs (tbl) WHERE state = 'fallback';
 -- The queue's tables fill and empty again and again.  When autovacuum
 -- truncates the empty pages at the end of one, it holds an ACCESS
 -- EXCLUSIVE lock on it, which the attached tables' triggers (the inbox),
--- the workers and imagekit.status then wait for: 27-98 ms was measured
--- during a drain of a million rows.  Their pages stay for the next rows
--- instead; VACUUM (TRUNCATE) gives them back when wanted.
+-- the workers and imagekit.status then wait for (a wait of 27 ms logged
+-- in a drain of 400 000 rows; single readings of the view of 98-115 ms in
+-- the benchmark's drains of a million).  Their pages stay for the next
+-- rows instead; VACUUM (TRUNCATE) gives them back when wanted.
 ALTER TABLE imagekit.inbox SET (vacuum_truncate = false);
 ALTER TABLE imagekit.jobs SET (vacuum_truncate = false);
 ALTER TABLE imagekit.job_counts SET (vacuum_truncate = false);
