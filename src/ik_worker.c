@@ -555,30 +555,30 @@ ik_worker_wait_ms(void)
 	if (ik_jobs_requests() > 0)
 		wait = 1000;
 	if (ik_next_due != 0)
-		wait = Min(wait, Max(0, (long) ((ik_next_due - now) / 1000)));
+		wait = Min(wait, TimestampDifferenceMilliseconds(now, ik_next_due));
 	if (paused > now && ik_jobs_has_phase(IK_PHASE_UPLOAD))
-		wait = Min(wait, (long) ((paused - now) / 1000) + 1);
+		wait = Min(wait, TimestampDifferenceMilliseconds(now, paused));
 	/*
 	 * a downloaded job is looked up when due (at once, or a while after
 	 * another worker held its content's upload lock): the wait may have no
 	 * socket to end it
 	 */
 	if (lookup != DT_NOEND)
-		wait = Min(wait, Max(0, (long) ((lookup - now) / 1000)));
+		wait = Min(wait, TimestampDifferenceMilliseconds(now, lookup));
 	if (ik_jobs_has_phase(IK_PHASE_FINISHED))
-		wait = Min(wait, Max(0, (long) ((ik_worker_record_at() - now) / 1000)));
+		wait = Min(wait, TimestampDifferenceMilliseconds(now, ik_worker_record_at()));
 	if (ik_more_to_queue && ik_claim_wanted)
 		wait = 0;
 	if (ik_backfill_after != 0)
-		wait = Min(wait, Max(0, (long) ((ik_backfill_after - now) / 1000)));
+		wait = Min(wait, TimestampDifferenceMilliseconds(now, ik_backfill_after));
 	if (key_retry > now)
-		wait = Min(wait, (long) ((key_retry - now) / 1000) + 1);
+		wait = Min(wait, TimestampDifferenceMilliseconds(now, key_retry));
 	if (ik_retention_behind)
 	{
 		TimestampTz next = TimestampTzPlusMilliseconds(ik_leases_checked,
 													   IK_RETENTION_AGAIN_MS);
 
-		wait = Min(wait, Max(0, (long) ((next - now) / 1000)));
+		wait = Min(wait, TimestampDifferenceMilliseconds(now, next));
 	}
 	return wait;
 }
